@@ -1,0 +1,74 @@
+"""``python -m mechinterp_edu bench``: speed figures measured side by side in one run.
+
+Each provider module exposes ``bench(quick: bool) -> list[BenchRow]``. A row holds
+what was timed, its time, and (when it compares two ways of doing the same thing
+on the same inputs in the same run) the baseline's time and the ratio.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+from mechinterp_edu.device import describe_device
+
+PROVIDERS: tuple[str, ...] = (
+    "mechinterp_edu.reference.max_of_k",      # brute-force accuracy over 64^4 inputs
+    "mechinterp_edu.reference.ioi_scores",    # vectorised decomposition vs per-component loop
+    "mechinterp_edu.grader.bench",            # grading time per lesson and for all lessons
+)
+
+
+@dataclass
+class BenchRow:
+    name: str
+    seconds: float
+    baseline_name: Optional[str] = None
+    baseline_seconds: Optional[float] = None
+    note: str = ""
+
+    @property
+    def ratio(self) -> Optional[float]:
+        if self.baseline_seconds is None or self.seconds <= 0:
+            return None
+        return self.baseline_seconds / self.seconds
+
+    def render(self) -> str:
+        text = f"{self.name}: {self.seconds:.3f} s"
+        if self.baseline_seconds is not None:
+            text += f" vs {self.baseline_name}: {self.baseline_seconds:.3f} s -> {self.ratio:.1f}x faster"
+        if self.note:
+            text += f"  ({self.note})"
+        return text
+
+
+def timed(fn: Callable[[], object], repeat: int = 1, sync: Callable[[], None] | None = None) -> float:
+    """Best wall-clock seconds of ``repeat`` calls (``sync`` e.g. torch.cuda.synchronize)."""
+    best = float("inf")
+    for _ in range(repeat):
+        if sync:
+            sync()
+        start = time.perf_counter()
+        fn()
+        if sync:
+            sync()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_command(args) -> int:
+    print(f"Device: {describe_device()}")
+    failures = 0
+    for module_name in PROVIDERS:
+        try:
+            module = importlib.import_module(module_name)
+            rows = module.bench(quick=args.quick)
+        except Exception as exc:  # a broken provider must not hide the others
+            failures += 1
+            print(f"[{module_name}] could not run: {type(exc).__name__}: {exc}")
+            continue
+        print(f"[{module_name.rsplit('.', 1)[-1]}]")
+        for row in rows:
+            print("  " + row.render())
+    return 1 if failures else 0

@@ -1,0 +1,169 @@
+"""Model zoo: toy models shipped as small checkpoints, each with its exact recipe.
+
+A *recipe module* (``mechinterp_edu.models.<something>``) registers one or more
+:class:`ModelSpec` with :func:`register`. :func:`load_model` finds the spec by
+name, reads the checkpoint shipped in ``mechinterp_edu/models/checkpoints/`` and
+returns a TransformerLens 4 ``TransformerBridge`` on the course device.
+
+Checkpoint format (``torch.save`` of plain data, loaded with ``weights_only=True``)::
+
+    {"format": "mechinterp-edu/1", "name": str, "config": dict,
+     "state_dict": {str: Tensor}, "metrics": {str: float}, "recipe": dict}
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+import torch
+
+from mechinterp_edu.device import get_device
+
+CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
+FORMAT = "mechinterp-edu/1"
+MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
+
+# Recipe modules, imported on first use. Each registers its ModelSpec(s).
+RECIPE_MODULES: dict[str, str] = {
+    "skip_trigrams": "mechinterp_edu.models.skip_trigrams",
+    "max_of_4": "mechinterp_edu.models.max_of_k",
+    "ioi_small": "mechinterp_edu.models.ioi",
+}
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing or unreadable. The message names the file and the fix."""
+
+
+class UnknownModelError(LookupError):
+    pass
+
+
+@dataclass
+class TrainResult:
+    model: Any                      # the trained TransformerBridge
+    metrics: dict[str, float]       # e.g. {"accuracy": 0.9995}
+    recipe: dict[str, Any]          # the exact hyper-parameters used (seed, steps, lr...)
+
+
+@dataclass
+class ModelSpec:
+    """Everything the zoo knows about one toy model.
+
+    build(config_dict) -> TransformerBridge with random weights of the right architecture.
+    train(steps=None, device=None, progress=True) -> TrainResult  (steps=None: the full recipe).
+    evaluate(model) -> {metric: value}: the metric the checkpoint is judged by.
+    """
+
+    name: str
+    description: str
+    lessons: tuple[int, ...]
+    config: dict[str, Any]
+    build: Callable[[dict[str, Any]], Any]
+    train: Callable[..., TrainResult]
+    evaluate: Callable[[Any], dict[str, float]]
+    headline_metric: str
+    # Optional: turn a model into the state_dict to store (default: model.state_dict()).
+    state_dict_of: Optional[Callable[[Any], dict[str, torch.Tensor]]] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def checkpoint_path(self) -> Path:
+        return CHECKPOINT_DIR / f"{self.name}.pt"
+
+    @property
+    def rebuild_command(self) -> str:
+        return f"python -m mechinterp_edu train {self.name}"
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register(spec: ModelSpec) -> ModelSpec:
+    _REGISTRY[spec.name] = spec
+    return spec
+
+
+def get_spec(name: str) -> ModelSpec:
+    if name not in _REGISTRY:
+        module = RECIPE_MODULES.get(name)
+        if module is None:
+            raise UnknownModelError(
+                f"No toy model called {name!r}. Known models: {', '.join(sorted(RECIPE_MODULES))}."
+            )
+        importlib.import_module(module)
+    return _REGISTRY[name]
+
+
+def list_models() -> list[ModelSpec]:
+    return [get_spec(name) for name in RECIPE_MODULES]
+
+
+def save_checkpoint(spec: ModelSpec, result: TrainResult, path: Path | None = None) -> Path:
+    """Write a trained model as a small checkpoint (weights stored in float32)."""
+    path = Path(path or spec.checkpoint_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = spec.state_dict_of(result.model) if spec.state_dict_of else result.model.state_dict()
+    state = {k: v.detach().to("cpu", torch.float32).clone() for k, v in state.items()}
+    payload = {
+        "format": FORMAT,
+        "name": spec.name,
+        "config": dict(spec.config),
+        "state_dict": state,
+        "metrics": {k: float(v) for k, v in result.metrics.items()},
+        "recipe": dict(result.recipe),
+    }
+    tmp = path.with_suffix(".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+    return path
+
+
+def read_checkpoint(name: str, path: Path | None = None) -> dict[str, Any]:
+    """Read a checkpoint's payload, with clear errors for missing or corrupt files."""
+    spec = get_spec(name)
+    path = Path(path or spec.checkpoint_path)
+    if not path.exists():
+        raise CheckpointError(
+            f"The checkpoint for model {name!r} is missing: {path}. "
+            f"Rebuild it with `{spec.rebuild_command}` (or restore it with `git checkout -- {path.name}`)."
+        )
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises many types for a damaged file
+        raise CheckpointError(
+            f"The checkpoint for model {name!r} at {path} could not be read ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}). It is probably corrupt or truncated. "
+            f"Rebuild it with `{spec.rebuild_command}`."
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT or "state_dict" not in payload:
+        raise CheckpointError(
+            f"The file {path} is not a mechinterp-edu checkpoint (format {FORMAT!r} expected). "
+            f"Rebuild it with `{spec.rebuild_command}`."
+        )
+    return payload
+
+
+def load_model(name: str, device: torch.device | str | None = None,
+               dtype: torch.dtype = torch.float32, path: Path | None = None):
+    """Load a shipped toy model as a TransformerBridge on ``device`` (default: the course device).
+
+    >>> model = load_model("max_of_4")          # doctest: +SKIP
+    """
+    spec = get_spec(name)
+    payload = read_checkpoint(name, path)
+    model = spec.build(payload["config"])
+    try:
+        model.load_state_dict(payload["state_dict"], strict=True)
+    except RuntimeError as exc:
+        raise CheckpointError(
+            f"The checkpoint {path or spec.checkpoint_path} does not fit model {name!r} "
+            f"({str(exc).splitlines()[0]}). Rebuild it with `{spec.rebuild_command}`."
+        ) from None
+    model = model.to(device or get_device()).to(dtype)
+    model.eval()
+    model.zoo_name = name
+    model.zoo_metrics = dict(payload.get("metrics", {}))
+    return model
