@@ -1,0 +1,140 @@
+"""Everything slow, cached: lesson sources, models, derivation verdicts, live outputs.
+
+* Lesson sources: ``st.cache_data`` keyed by (path, mtime), so edits show on the next rerun.
+* Models: ``st.cache_resource`` around :func:`mechinterp_edu.models.load_model`.
+* Derivation verdicts (sympy is slow): ``st.cache_data`` keyed by (name, step).
+* Live outputs: ``st.cache_data`` keyed by (chart name, frozen ctx); outputs that do not
+  pickle fall back to ``st.cache_resource`` (never mutated by the renderers).
+
+Registries are looked up through the lesson's own module (``mechinterp_edu.live.<m>``
+for a chart ``m.name``) so that one lesson whose module is not written yet does not
+break the others.
+"""
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+import streamlit as st
+from streamlit.runtime.caching.cache_errors import UnserializableReturnValueError
+
+from mechinterp_edu.lesson_source import Lesson, load_lesson
+
+
+# --------------------------------------------------------------------------- lesson sources
+@st.cache_data(show_spinner=False, max_entries=64)
+def _parse_lesson(path: str, mtime_ns: int) -> Lesson:
+    return load_lesson(Path(path))
+
+
+def lesson_source(path: Path) -> Lesson:
+    """Parse ``path`` (cached until the file changes). Raises LessonFormatError."""
+    return _parse_lesson(str(path), path.stat().st_mtime_ns)
+
+
+# --------------------------------------------------------------------------- models
+@st.cache_resource(show_spinner="Loading the model...", max_entries=8)
+def model(name: str):
+    """The zoo model ``name`` on the course device, loaded once per server."""
+    from mechinterp_edu.models import load_model
+
+    return load_model(name)
+
+
+# --------------------------------------------------------------------------- registries
+def _import_for(name: str, package: str) -> str:
+    if "." not in name:
+        raise KeyError(f"{name!r} is not a registry name: expected 'module.name', e.g. 'tensor_products.logits'.")
+    module = f"{package}.{name.split('.', 1)[0]}"
+    importlib.import_module(module)
+    return module
+
+
+def get_chart(name: str):
+    """The registered live chart ``module.name`` (imports only that lesson's module)."""
+    from mechinterp_edu.live import registry
+
+    module = _import_for(name, "mechinterp_edu.live")
+    try:
+        return registry.get_chart(name)
+    except (KeyError, ImportError):
+        raise KeyError(f"The lesson refers to the live chart {name!r}, but {module} does not "
+                       "register it (check the spelling in the lesson source).") from None
+
+
+def get_derivation(name: str):
+    from mechinterp_edu.derivations import framework
+
+    module = _import_for(name, "mechinterp_edu.derivations")
+    try:
+        return framework.get_derivation(name)
+    except (KeyError, ImportError):
+        raise KeyError(f"The lesson refers to the derivation {name!r}, but {module} does not "
+                       "register it (check the spelling in the lesson source).") from None
+
+
+# --------------------------------------------------------------------------- derivations
+@st.cache_data(show_spinner="Checking the derivation with sympy...", max_entries=256)
+def derivation_results(name: str, step: str | None = None) -> list:
+    """``check`` (all steps) or ``check_step`` (one step) of a registered derivation."""
+    from mechinterp_edu.derivations.framework import check, check_step
+
+    derivation = get_derivation(name)
+    if step:
+        return [check_step(derivation, derivation.step(step))]
+    return check(derivation)
+
+
+# --------------------------------------------------------------------------- live outputs
+Frozen = tuple
+
+
+def freeze(ctx: dict[str, Any]) -> Frozen:
+    """A hashable, order-independent form of ``ctx`` (lists become tuples)."""
+    def f(v):
+        if isinstance(v, (list, tuple)):
+            return tuple(f(x) for x in v)
+        if isinstance(v, dict):
+            return tuple(sorted((k, f(x)) for k, x in v.items()))
+        return v
+    return tuple(sorted((k, f(v)) for k, v in ctx.items()))
+
+
+def thaw(frozen: Frozen) -> dict[str, Any]:
+    return {k: (list(v) if isinstance(v, tuple) else v) for k, v in frozen}
+
+
+def _run_chart(name: str, frozen: Frozen):
+    return get_chart(name).fn(thaw(frozen))
+
+
+@st.cache_data(show_spinner=False, max_entries=512)
+def _live_data(name: str, frozen: Frozen):
+    return _run_chart(name, frozen)
+
+
+@st.cache_resource(show_spinner=False, max_entries=128)
+def _live_resource(name: str, frozen: Frozen):
+    return _run_chart(name, frozen)
+
+
+_UNPICKLABLE: set[str] = set()
+
+
+def live_output(name: str, ctx: dict[str, Any]):
+    """Compute a live chart for ``ctx``, cached. Exceptions propagate (they are not cached)."""
+    frozen = freeze(ctx)
+    if name not in _UNPICKLABLE:
+        try:
+            return _live_data(name, frozen)
+        except UnserializableReturnValueError:
+            _UNPICKLABLE.add(name)
+    return _live_resource(name, frozen)
+
+
+def clear_all() -> None:
+    """Forget every cached value (the 'Clear caches' button)."""
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    _UNPICKLABLE.clear()

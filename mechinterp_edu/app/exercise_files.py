@@ -1,0 +1,107 @@
+"""Exercise files without Streamlit: signatures from the stub, notebooks to source, atomic save."""
+from __future__ import annotations
+
+import ast
+import json
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+MAX_UPLOAD_BYTES = 1_000_000
+
+
+class ExerciseFileError(ValueError):
+    """An uploaded or saved file cannot be used; the message says why and what to do."""
+
+
+@dataclass
+class FunctionDoc:
+    name: str
+    signature: str      # "def f(x: Float[Tensor, 'pos d_model'], ...) -> ...:"
+    docstring: str
+
+
+def function_docs(source: str) -> dict[str, FunctionDoc]:
+    """Top-level functions of ``source`` with their signature line and docstring."""
+    tree = ast.parse(source)
+    docs = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            args = ast.unparse(node.args)
+            returns = f" -> {ast.unparse(node.returns)}" if node.returns else ""
+            docs[node.name] = FunctionDoc(node.name, f"def {node.name}({args}){returns}:",
+                                          ast.get_docstring(node) or "")
+    return docs
+
+
+def syntax_problem(source: str) -> str | None:
+    """None if ``source`` parses, else 'line N: what is wrong' for the learner."""
+    try:
+        ast.parse(source)
+    except SyntaxError as exc:
+        where = f"line {exc.lineno}" + (f", column {exc.offset}" if exc.offset else "")
+        text = (exc.text or "").rstrip()
+        shown = f": `{text.strip()}`" if text.strip() else ""
+        return f"{where}: {exc.msg}{shown}"
+    return None
+
+
+def upload_to_source(name: str, data: bytes) -> str:
+    """The Python source of an uploaded ``.py`` or ``.ipynb`` (code cells joined, magics dropped)."""
+    if len(data) > MAX_UPLOAD_BYTES:
+        raise ExerciseFileError(f"{name} is {len(data) / 1e6:.1f} MB; an exercise file should be far "
+                                f"smaller (limit {MAX_UPLOAD_BYTES / 1e6:.0f} MB). Upload the right file.")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ExerciseFileError(f"{name} is not UTF-8 text. Upload the .py or .ipynb file itself "
+                                "(not a zip or a PDF).") from None
+    suffix = Path(name).suffix.lower()
+    if suffix == ".py":
+        return text
+    if suffix == ".ipynb":
+        return notebook_to_source(text, name)
+    raise ExerciseFileError(f"{name}: only .py and .ipynb files can be graded. Save your work as one of those.")
+
+
+def notebook_to_source(text: str, name: str = "notebook") -> str:
+    try:
+        nb = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ExerciseFileError(f"{name} is not a valid notebook (JSON error at line {exc.lineno}). "
+                                "Re-save it from Jupyter, or upload the .py file instead.") from None
+    cells = nb.get("cells") if isinstance(nb, dict) else None
+    if not isinstance(cells, list):
+        raise ExerciseFileError(f"{name} has no cells; it does not look like a Jupyter notebook. "
+                                "Upload the .ipynb saved by Jupyter, or the .py file.")
+    chunks = []
+    for cell in cells:
+        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
+            continue
+        src = cell.get("source", "")
+        src = "".join(src) if isinstance(src, list) else str(src)
+        lines = [l for l in src.splitlines() if not l.lstrip().startswith(("%", "!"))]
+        if any(l.strip() for l in lines):
+            chunks.append("\n".join(lines))
+    if not chunks:
+        raise ExerciseFileError(f"{name} has no code cells. Write your functions in code cells and upload again.")
+    return "\n\n\n".join(chunks) + "\n"
+
+
+def save_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that the old file survives any failure mid-write."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if path.exists():
+            os.chmod(tmp, path.stat().st_mode & 0o777)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

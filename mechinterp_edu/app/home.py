@@ -1,0 +1,160 @@
+"""Home page: what the course is, the lesson map, the learner's progress, device and models."""
+from __future__ import annotations
+
+import streamlit as st
+
+from mechinterp_edu.app import cache, progress
+from mechinterp_edu.app.errors import explain, log_exception
+from mechinterp_edu.app.navigation import lesson_page_file
+from mechinterp_edu.course import LESSONS, LessonInfo
+
+INTRO = """
+A self-paced course on the **mechanistic interpretability of transformers**: read a small
+transformer's weights as tensor products, split attention into **QK** and **OV** circuits,
+recover planted **skip-trigrams**, prove what a **max-of-K** model computes, and decompose the
+attention scores of an **IOI** circuit. Every lesson mixes text and LaTeX with live charts
+computed on real (toy) models, sympy-checked derivations, and graded exercises.
+"""
+
+
+def home_page() -> None:
+    st.title("mechinterp-edu")
+    st.markdown(INTRO)
+    report = progress.read()
+    _lesson_map(report)
+    _progress_section(report)
+    _setup_section()
+
+
+def lesson_facts(info: LessonInfo) -> dict:
+    """Minutes and steps (from the lesson source), exercises and points (from the grader)."""
+    facts = {"written": info.source_path.exists(), "minutes": None, "steps": None,
+             "exercises": None, "points": None}
+    if facts["written"]:
+        try:
+            lesson = cache.lesson_source(info.source_path)
+            facts["minutes"] = lesson.meta.get("minutes")
+            facts["steps"] = len(lesson.steps)
+        except Exception as exc:  # noqa: BLE001 - the lesson page explains the error
+            log_exception(exc, f"lesson {info.number} source")
+    try:
+        from mechinterp_edu.grader.spec import exercises_for
+
+        exercises = exercises_for(info.number)
+        facts["exercises"] = len(exercises)
+        facts["points"] = sum(e.points for e in exercises)
+    except Exception:  # noqa: BLE001 - grading not written yet for this lesson
+        pass
+    return facts
+
+
+def _lesson_map(report: progress.ProgressSummary | None) -> None:
+    st.header("Lessons", divider="gray")
+    for info in LESSONS:
+        facts = lesson_facts(info)
+        with st.container(border=True):
+            left, right = st.columns([3, 2], vertical_alignment="center")
+            with left:
+                st.page_link(str(lesson_page_file(info).relative_to(_root())),
+                             label=f"**{info.number}. {info.title}**", icon=":material/menu_book:")
+                bits = []
+                if not facts["written"]:
+                    bits.append("not written yet")
+                if facts["minutes"]:
+                    bits.append(f"about {facts['minutes']} min")
+                if facts["steps"]:
+                    bits.append(f"{facts['steps']} steps")
+                if facts["exercises"] is not None:
+                    bits.append(f"{facts['exercises']} exercises ({facts['points']} points)")
+                st.caption(" · ".join(bits) or "—")
+            with right:
+                lesson_progress = report.lessons.get(info.number) if report else None
+                if lesson_progress and lesson_progress.max_score:
+                    st.progress(min(lesson_progress.score / lesson_progress.max_score, 1.0),
+                                text=f"{lesson_progress.score:g} / {lesson_progress.max_score:g} points")
+                else:
+                    st.caption("not attempted yet")
+
+
+def _progress_section(report: progress.ProgressSummary | None) -> None:
+    st.header("Your progress", divider="gray")
+    if report is None or report.error:
+        if report is not None and report.error:
+            st.warning(report.error, icon=":material/warning:")
+        st.info("No progress recorded yet. Grade an exercise on the **Exercises** page "
+                "(or run `python -m mechinterp_edu grade`) and it shows up here.",
+                icon=":material/info:")
+        return
+    if not report.lessons:
+        st.info("No progress recorded yet. Grade an exercise on the **Exercises** page "
+                "(or run `python -m mechinterp_edu grade`) and it shows up here.",
+                icon=":material/info:")
+        return
+    total = sum(p.score for p in report.lessons.values())
+    maximum = sum(p.max_score for p in report.lessons.values())
+    passed = sum(p.passed for p in report.lessons.values())
+    c1, c2, c3 = st.columns(3)
+    c1.metric("Points", f"{total:g} / {maximum:g}")
+    c2.metric("Exercises passed", f"{passed}")
+    c3.metric("Last graded", report.last_graded or "—")
+    if report.rows:
+        st.dataframe(report.rows, hide_index=True, width="stretch")
+    st.caption(f"Progress store: `{report.path}`")
+
+
+def _setup_section() -> None:
+    st.header("This machine", divider="gray")
+    try:
+        from mechinterp_edu.device import describe_device
+
+        st.markdown(f"**Device:** {describe_device()}")
+    except Exception as exc:  # noqa: BLE001 - DeviceError says which variable to fix
+        st.error(explain(exc, "Choosing the compute device"), icon=":material/error:")
+    st.markdown("**Models** (shipped toy checkpoints; nothing is downloaded while the app runs):")
+    rows = _model_rows()
+    if rows:
+        st.dataframe(rows, hide_index=True, width="stretch")
+    st.caption("Lesson 5 uses the toy `ioi_small` model by default. GPT-2 small is used only where its "
+               "weights are already on this machine; otherwise the lesson says so in one sentence and "
+               "keeps the toy model.")
+
+
+def _model_rows() -> list[dict]:
+    from mechinterp_edu.models.zoo import RECIPE_MODULES
+
+    rows = []
+    for name in RECIPE_MODULES:
+        row = {"model": name, "lessons": "", "checkpoint": "", "metric": ""}
+        try:
+            from mechinterp_edu.models.zoo import get_spec
+
+            spec = get_spec(name)
+            row["lessons"] = ", ".join(str(n) for n in spec.lessons)
+            path = spec.checkpoint_path
+            if path.exists():
+                metrics = _checkpoint_metrics(name, path.stat().st_mtime_ns)
+                row["checkpoint"] = f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"
+                value = metrics.get(spec.headline_metric)
+                row["metric"] = f"{spec.headline_metric} = {value:.4g}" if value is not None else ""
+            else:
+                row["checkpoint"] = f"missing: run `{spec.rebuild_command}`"
+        except Exception as exc:  # noqa: BLE001
+            row["checkpoint"] = explain(exc, "This model")
+        rows.append(row)
+    return rows
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _checkpoint_metrics(name: str, mtime_ns: int) -> dict:
+    from mechinterp_edu.models.zoo import read_checkpoint
+
+    try:
+        return dict(read_checkpoint(name).get("metrics", {}))
+    except Exception:  # noqa: BLE001 - shown as "unreadable" by the caller
+        return {}
+
+
+def _root():
+    from mechinterp_edu.course import ROOT
+
+    return ROOT

@@ -1,0 +1,3 @@
+from mechinterp_edu.app.exercises_page import exercises_page
+
+exercises_page()

@@ -1,0 +1,388 @@
+"""Recipe: the 1-layer attention-only toy model with planted skip-trigrams (lessons 1-3).
+
+Model
+    TL-native ``TransformerBridge`` (``boot_native``): 1 layer, attention only, no
+    LayerNorm, learned absolute positions, ``n_heads = 4``, ``d_model = 32``,
+    ``d_head = 8``, ``n_ctx = 14``, ``d_vocab = 48``. Every bias is zero and frozen
+    (:func:`mechinterp_edu.models.native.zero_and_freeze_biases`), so the model is
+    exactly ``logits = (x + sum_h A^h x W_V^h W_O^h) W_U`` with ``x = W_E[t] + W_pos``.
+
+Vocabulary (token ids in brackets; ``VOCAB[id]`` is the token's name)
+    fillers [0-18]  the a it was and of we you they so but then very not just now here all that
+    A tokens [19-30] keep take make pay break hold give bring catch turn run set
+    B tokens [31-34] in at on to
+    C tokens [35-47] mind bay heart sense attention ice breath way light fire page risk sail
+    The names are mnemonics; the "language" is synthetic. :func:`encode` accepts names
+    or ids (``"keep the in"`` or ``"19 0 31"``).
+
+Data ("the language")
+    Sequences of ``n_ctx + 1 = 15`` tokens; the model reads the first 14 and predicts
+    each next token. Background tokens are fillers drawn uniformly. With probability
+    0.9 a sequence carries one planted skip-trigram ``(A, B, C)`` from :data:`PLANTED`
+    (chosen uniformly): ``A`` at position ``j``, ``B`` at ``i > j``, ``C`` at ``i + 1``,
+    ``(j, i)`` uniform over all pairs with ``i + 1 <= 14``. Then three distractor slots,
+    each filled with probability 0.5 by a random A or B token (equally likely) at a
+    random free position. The rule the data obey: *after a B token comes the C of
+    the planted pair (A, B) whose A occurred earlier; otherwise a filler*. Rows where a
+    distractor would break the rule (create a second firing pair) lose their
+    distractors. Distractors teach the model that B alone predicts nothing and that
+    an A not paired with the current B must be ignored, so attention has to follow
+    the planted pairs (QK) and the prediction has to come from A (OV).
+
+Planted set (24 skip-trigrams, 2 per A token)
+    Eleven A tokens have one C each, reached through two different B tokens
+    (``take ... to/in -> heart``). ``keep`` is the exception, after Elhage et al.'s
+    example: ``keep ... in -> mind`` and ``keep ... at -> bay``. A head whose QK makes
+    both ``in`` and ``at`` attend to ``keep`` and whose OV maps ``keep`` to both ``mind``
+    and ``bay`` necessarily also raises ``keep ... in -> bay`` and ``keep ... at -> mind``
+    (:data:`BUG_TRIGRAMS`): the skip-trigram bug lesson 3 shows live.
+
+Training (exact recipe: :data:`RECIPE`)
+    seed 0; AdamW (lr 3e-3, betas (0.9, 0.98), weight decay 0.01 on weights only,
+    biases frozen at 0); batch 256 fresh sequences per step; 3000 steps; linear
+    warm-up over 100 steps then cosine decay to 10%; loss = next-token cross-entropy
+    at every position. The training loop uses a functional forward over the bridge's
+    own parameters (:func:`forward_fast`, checked against ``model(tokens)`` in the tests)
+    because the hooked bridge forward is several times slower on a CPU.
+
+Metrics (:func:`evaluate`, on 4096 held-out sequences from seed 12345)
+    ``accuracy``: argmax prediction equals C at the positions where a planted trigram
+    fires; ``recovery``: fraction of the planted set among the top-24 skip-trigrams of
+    :func:`mechinterp_edu.reference.skip_trigrams.top_skip_trigrams`, from weights alone;
+    ``bug_prob`` / ``bug_baseline``: mean probability of ``bay`` after ``keep ... in``
+    versus after ``<filler> ... in``.
+"""
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any, Iterable
+
+import torch
+import torch.nn.functional as F
+
+from mechinterp_edu.device import get_device
+from mechinterp_edu.models.native import boot_native_bridge, zero_and_freeze_biases
+from mechinterp_edu.models.zoo import ModelSpec, TrainResult, register
+
+# --------------------------------------------------------------------------- vocabulary
+FILLERS: tuple[str, ...] = ("the", "a", "it", "was", "and", "of", "we", "you", "they", "so",
+                            "but", "then", "very", "not", "just", "now", "here", "all", "that")
+A_TOKENS: tuple[str, ...] = ("keep", "take", "make", "pay", "break", "hold", "give", "bring",
+                             "catch", "turn", "run", "set")
+B_TOKENS: tuple[str, ...] = ("in", "at", "on", "to")
+C_TOKENS: tuple[str, ...] = ("mind", "bay", "heart", "sense", "attention", "ice", "breath", "way",
+                             "light", "fire", "page", "risk", "sail")
+VOCAB: tuple[str, ...] = FILLERS + A_TOKENS + B_TOKENS + C_TOKENS
+TOKEN_ID: dict[str, int] = {word: i for i, word in enumerate(VOCAB)}
+
+# (A, B, C) by name. Each A except "keep" has a single C reached through two B tokens.
+PLANTED_NAMES: tuple[tuple[str, str, str], ...] = (
+    ("keep", "in", "mind"), ("keep", "at", "bay"),
+    ("take", "to", "heart"), ("take", "in", "heart"),
+    ("make", "on", "sense"), ("make", "to", "sense"),
+    ("pay", "to", "attention"), ("pay", "at", "attention"),
+    ("break", "on", "ice"), ("break", "in", "ice"),
+    ("hold", "at", "breath"), ("hold", "on", "breath"),
+    ("give", "to", "way"), ("give", "on", "way"),
+    ("bring", "to", "light"), ("bring", "in", "light"),
+    ("catch", "on", "fire"), ("catch", "at", "fire"),
+    ("turn", "at", "page"), ("turn", "in", "page"),
+    ("run", "at", "risk"), ("run", "in", "risk"),
+    ("set", "on", "sail"), ("set", "to", "sail"),
+)
+PLANTED: tuple[tuple[int, int, int], ...] = tuple(
+    (TOKEN_ID[a], TOKEN_ID[b], TOKEN_ID[c]) for a, b, c in PLANTED_NAMES)
+# Never in the data; implied by the factored form for "keep" (see module docstring).
+BUG_TRIGRAM_NAMES: tuple[tuple[str, str, str], ...] = (("keep", "in", "bay"), ("keep", "at", "mind"))
+BUG_TRIGRAMS: tuple[tuple[int, int, int], ...] = tuple(
+    (TOKEN_ID[a], TOKEN_ID[b], TOKEN_ID[c]) for a, b, c in BUG_TRIGRAM_NAMES)
+
+CONFIG: dict[str, Any] = {
+    "d_model": 32, "d_head": 8, "n_heads": 4, "n_layers": 1, "n_ctx": 14,
+    "d_vocab": len(VOCAB), "d_vocab_out": len(VOCAB), "act_fn": None,
+    "attn_only": True, "normalization_type": None, "positional_embedding_type": "standard",
+    "default_prepend_bos": False,
+}
+
+RECIPE: dict[str, Any] = {
+    "seed": 0, "steps": 3000, "batch_size": 256, "lr": 3e-3, "betas": (0.9, 0.98),
+    "weight_decay": 0.01, "warmup_steps": 100, "final_lr_fraction": 0.1,
+    "p_plant": 0.9, "distractor_slots": 3, "p_distractor": 0.5,
+    "eval_seed": 12345, "eval_sequences": 4096,
+}
+
+TARGETS = {"accuracy": 0.95, "recovery": 0.9}
+
+
+# --------------------------------------------------------------------------- tokens
+def encode(text: str | Iterable[int | str]) -> list[int]:
+    """Token names or ids -> ids: ``"keep the in"``, ``"19 0 31"``, ``"19,0,31"`` or a list.
+
+    Raises ValueError naming the bad item and the valid range / names.
+    """
+    items = re.split(r"[\s,]+", text.strip()) if isinstance(text, str) else list(text)
+    items = [x for x in items if not (isinstance(x, str) and x == "")]
+    ids = []
+    for item in items:
+        word = str(item).strip().lower()
+        if word in TOKEN_ID:
+            ids.append(TOKEN_ID[word])
+        elif re.fullmatch(r"-?\d+", word):
+            value = int(word)
+            if not 0 <= value < len(VOCAB):
+                raise ValueError(f"token id {value} is out of range: the skip_trigrams model has ids 0..{len(VOCAB) - 1}.")
+            ids.append(value)
+        else:
+            raise ValueError(f"unknown token {item!r}: use ids 0..{len(VOCAB) - 1} or names such as "
+                             f"{', '.join(VOCAB[19:23])} (full list: mechinterp_edu.models.skip_trigrams.VOCAB).")
+    return ids
+
+
+def decode(ids: Iterable[int]) -> list[str]:
+    return [VOCAB[int(i)] for i in ids]
+
+
+def trigram_names(triple: Iterable[int]) -> str:
+    a, b, c = (VOCAB[int(x)] for x in triple)
+    return f"{a} … {b} → {c}"
+
+
+# --------------------------------------------------------------------------- data
+_FILLER_IDS = torch.arange(0, len(FILLERS))
+_A_IDS = torch.tensor([TOKEN_ID[w] for w in A_TOKENS])
+_B_IDS = torch.tensor([TOKEN_ID[w] for w in B_TOKENS])
+_PLANTED_T = torch.tensor(PLANTED)                       # [n_planted, 3]
+
+
+def _pair_table() -> torch.Tensor:
+    """[d_vocab(A), d_vocab(B)] -> C id of the planted pair, -1 where none."""
+    table = torch.full((len(VOCAB), len(VOCAB)), -1, dtype=torch.long)
+    for a, b, c in PLANTED:
+        table[a, b] = c
+    return table
+
+
+_PAIR_C = _pair_table()
+
+
+def firing(tokens: torch.Tensor) -> torch.Tensor:
+    """[batch, L, L] bool: (row, i, j) where j < i <= L-2 and (t[j], t[i]) is a planted pair."""
+    L = tokens.shape[1]
+    c = _PAIR_C.to(tokens.device)[tokens.unsqueeze(1), tokens.unsqueeze(2)]   # [b, i, j]: pair (t_j, t_i)
+    i = torch.arange(L, device=tokens.device)
+    allowed = (i.view(L, 1) > i.view(1, L)) & (i.view(L, 1) <= L - 2)
+    return (c >= 0) & allowed
+
+
+def sample_batch(batch: int, generator: torch.Generator, n_ctx: int = CONFIG["n_ctx"],
+                 recipe: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
+    """``batch`` sequences of ``n_ctx + 1`` tokens from the synthetic language (on CPU).
+
+    Returns ``tokens [batch, n_ctx + 1]``, ``pos [batch]`` (the B position i, -1 if no
+    plant), ``target [batch]`` (C id or -1), ``planted [batch]`` (index into PLANTED or -1).
+    """
+    r = dict(RECIPE, **(recipe or {}))
+    L = n_ctx + 1
+    g = generator
+    tokens = _FILLER_IDS[torch.randint(len(FILLERS), (batch, L), generator=g)]
+    pairs = torch.tensor([(j, i) for i in range(1, L - 1) for j in range(i)])
+    pick = pairs[torch.randint(len(pairs), (batch,), generator=g)]
+    j, i = pick[:, 0], pick[:, 1]
+    which = torch.randint(len(PLANTED), (batch,), generator=g)
+    has = torch.rand(batch, generator=g) < r["p_plant"]
+    rows = torch.arange(batch)
+    tri = _PLANTED_T[which]
+    base = tokens.clone()
+    for col, p in ((0, j), (1, i), (2, i + 1)):
+        base[rows[has], p[has]] = tri[has, col]
+    # distractors at free positions
+    noisy = base.clone()
+    taken = torch.zeros(batch, L, dtype=torch.bool)
+    for p in (j, i, i + 1):
+        taken[rows[has], p[has]] = True
+    for _ in range(r["distractor_slots"]):
+        use = torch.rand(batch, generator=g) < r["p_distractor"]
+        pos = torch.randint(L, (batch,), generator=g)
+        use &= ~taken[rows, pos]
+        is_a = torch.rand(batch, generator=g) < 0.5
+        tok = torch.where(is_a, _A_IDS[torch.randint(len(_A_IDS), (batch,), generator=g)],
+                          _B_IDS[torch.randint(len(_B_IDS), (batch,), generator=g)])
+        noisy[rows[use], pos[use]] = tok[use]
+        taken[rows[use], pos[use]] = True
+    ok = firing(noisy).flatten(1).sum(1) == has.long()
+    tokens = torch.where(ok.unsqueeze(1), noisy, base)
+    return {
+        "tokens": tokens,
+        "pos": torch.where(has, i, torch.full_like(i, -1)),
+        "target": torch.where(has, tri[:, 2], torch.full_like(i, -1)),
+        "planted": torch.where(has, which, torch.full_like(i, -1)),
+    }
+
+
+# --------------------------------------------------------------------------- model
+def build(config: dict[str, Any] | None = None):
+    """A randomly initialised bridge of this architecture, biases zero and frozen."""
+    model = boot_native_bridge(dict(config or CONFIG))
+    return zero_and_freeze_biases(model)
+
+
+def _params(model) -> dict[str, torch.Tensor]:
+    sd = model.state_dict(keep_vars=True)
+    return {
+        "E": sd["embed.weight"], "P": sd["pos_embed.weight"],
+        "Q": sd["blocks.0.attn.q.weight"], "K": sd["blocks.0.attn.k.weight"],
+        "V": sd["blocks.0.attn.v.weight"], "O": sd["blocks.0.attn.o.weight"],
+        "U": sd["unembed.weight"],
+    }
+
+
+def forward_fast(model, tokens: torch.Tensor) -> torch.Tensor:
+    """Logits [batch, pos, d_vocab] computed directly from the bridge's parameters.
+
+    Equal to ``model(tokens)`` for this architecture with zero biases (a test checks
+    it); differentiable, so training updates the bridge's own parameters.
+    """
+    p = _params(model)
+    n_heads, d_head = model.cfg.n_heads, model.cfg.d_head
+    b, n = tokens.shape
+    x = p["E"][tokens] + p["P"][:n]
+    split = lambda y: y.view(b, n, n_heads, d_head).transpose(1, 2)        # noqa: E731
+    q, k, v = split(x @ p["Q"].T), split(x @ p["K"].T), split(x @ p["V"].T)
+    scores = q @ k.transpose(-1, -2) / math.sqrt(d_head)
+    causal = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril()
+    pattern = scores.masked_fill(~causal, float("-inf")).softmax(-1)
+    z = (pattern @ v).transpose(1, 2).reshape(b, n, n_heads * d_head)
+    return (x + z @ p["O"].T) @ p["U"].T
+
+
+def biases_are_zero(model) -> bool:
+    return all(bool((v == 0).all()) for k, v in model.state_dict().items() if k.endswith("bias"))
+
+
+def _lr_factor(step: int, steps: int, r: dict[str, Any]) -> float:
+    if step < r["warmup_steps"]:
+        return (step + 1) / r["warmup_steps"]
+    progress = (step - r["warmup_steps"]) / max(1, steps - r["warmup_steps"])
+    floor = r["final_lr_fraction"]
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def train(steps: int | None = None, device: torch.device | str | None = None,
+          progress: bool = True, seed: int | None = None, evaluate_result: bool = True) -> TrainResult:
+    """Train from scratch with :data:`RECIPE` (``steps`` overrides the number of steps)."""
+    r = dict(RECIPE)
+    if steps is not None:
+        if int(steps) < 1:
+            raise ValueError(f"steps must be at least 1, got {steps}.")
+        r["steps"] = int(steps)
+        r["warmup_steps"] = min(r["warmup_steps"], max(1, r["steps"] // 10))
+    if seed is not None:
+        r["seed"] = int(seed)
+    device = torch.device(device) if device is not None else get_device()
+    torch.manual_seed(r["seed"])
+    model = build(CONFIG).to(device)
+    model.train()
+    gen = torch.Generator().manual_seed(r["seed"])
+    weights = [p for n, p in model.named_parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(weights, lr=r["lr"], betas=tuple(r["betas"]), weight_decay=r["weight_decay"])
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(s, r["steps"], r))
+    from tqdm.auto import tqdm
+
+    bar = tqdm(range(r["steps"]), desc="skip_trigrams", disable=not progress, mininterval=0.5)
+    start = time.perf_counter()
+    for _ in bar:
+        tokens = sample_batch(r["batch_size"], gen)["tokens"].to(device)
+        logits = forward_fast(model, tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    r["train_seconds"] = round(time.perf_counter() - start, 1)
+    r["device"] = str(device)
+    model.eval()
+    assert biases_are_zero(model), "biases moved during training"
+    metrics = evaluate(model) if evaluate_result else {}
+    r["betas"] = list(r["betas"])
+    return TrainResult(model=model, metrics=metrics, recipe=r)
+
+
+# --------------------------------------------------------------------------- evaluation
+def eval_batch(n: int | None = None) -> dict[str, torch.Tensor]:
+    """The fixed held-out set (seed RECIPE['eval_seed']), planted rows only."""
+    gen = torch.Generator().manual_seed(RECIPE["eval_seed"])
+    data = sample_batch(n or RECIPE["eval_sequences"], gen)
+    keep = data["pos"] >= 0
+    return {k: v[keep] for k, v in data.items()}
+
+
+@torch.no_grad()
+def planted_accuracy(model, data: dict[str, torch.Tensor] | None = None) -> float:
+    data = data or eval_batch()
+    device = next(model.parameters()).device
+    logits = model(data["tokens"][:, :-1].to(device))
+    rows = torch.arange(len(data["pos"]))
+    pred = logits[rows, data["pos"].to(device)].argmax(-1).cpu()
+    return float((pred == data["target"]).float().mean())
+
+
+@torch.no_grad()
+def bug_probabilities(model, n: int = 512, seed: int = 7) -> dict[str, float]:
+    """Mean P(bay) and P(mind) after ``keep ... in`` and after ``<filler> ... in``.
+
+    Contexts: random fillers, ``keep`` (or a filler) at a random position j, ``in`` at the
+    last position 13, j < 13.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n_ctx = CONFIG["n_ctx"]
+    tokens = _FILLER_IDS[torch.randint(len(FILLERS), (n, n_ctx), generator=gen)]
+    j = torch.randint(n_ctx - 1, (n,), generator=gen)
+    tokens[:, -1] = TOKEN_ID["in"]
+    with_keep = tokens.clone()
+    with_keep[torch.arange(n), j] = TOKEN_ID["keep"]
+    device = next(model.parameters()).device
+    out = {}
+    for label, toks in (("keep", with_keep), ("control", tokens)):
+        probs = model(toks.to(device))[:, -1].softmax(-1).cpu()
+        out[f"p_bay_{label}"] = float(probs[:, TOKEN_ID["bay"]].mean())
+        out[f"p_mind_{label}"] = float(probs[:, TOKEN_ID["mind"]].mean())
+    return out
+
+
+def model_weights(model) -> dict[str, torch.Tensor]:
+    from mechinterp_edu.weights import layer_weights
+    return layer_weights(model, 0, dtype=torch.float32, device="cpu")
+
+
+def recovered(model, k: int | None = None) -> list[tuple[int, int, int]]:
+    from mechinterp_edu.reference.skip_trigrams import top_skip_trigrams
+    w = model_weights(model)
+    return top_skip_trigrams(w["W_E"], w["W_pos"], w["W_Q"], w["W_K"], w["W_V"], w["W_O"], w["W_U"],
+                             len(PLANTED) if k is None else k)
+
+
+def evaluate(model) -> dict[str, float]:
+    from mechinterp_edu.reference.skip_trigrams import recovery_rate
+    bug = bug_probabilities(model)
+    return {
+        "accuracy": planted_accuracy(model),
+        "recovery": recovery_rate(recovered(model), PLANTED),
+        "bug_prob": bug["p_bay_keep"],
+        "bug_baseline": bug["p_bay_control"],
+    }
+
+
+SPEC = register(ModelSpec(
+    name="skip_trigrams",
+    description="1-layer attention-only, 4 heads, 24 planted skip-trigrams",
+    lessons=(1, 2, 3),
+    config=CONFIG,
+    build=build,
+    train=train,
+    evaluate=evaluate,
+    headline_metric="accuracy",
+    extra={"vocab": VOCAB, "planted": PLANTED, "bug_trigrams": BUG_TRIGRAMS, "targets": TARGETS},
+))

@@ -1,0 +1,553 @@
+"""Lesson 4 reference: the circuits of a one-layer, one-head, attention-only max-of-K model.
+
+Notation (row vectors, ``x @ W``; the single head's matrices without a head axis)::
+
+    W_E [d_vocab, d_model]   W_pos [n_ctx, d_model]   W_U [d_model, d_vocab]
+    W_Q, W_K, W_V [d_model, d_head]                   W_O [d_head, d_model]
+
+    P_avg = mean_i W_pos[i]                 [d_model]      (mean + diff split)
+    P_hat = W_pos - P_avg                   [n_ctx, d_model]
+    E_bar = W_E + P_avg                     [d_vocab, d_model]  (keys / values, any position)
+    E_q   = W_E + W_pos[-1]                 [d_vocab, d_model]  (the query sits at the last position)
+
+    EQKE = E_q W_Q W_K^T E_bar^T / sqrt(d_head)   [d_vocab (query), d_vocab (key)]
+    EQKP = E_q W_Q W_K^T P_hat^T / sqrt(d_head)   [d_vocab (query), n_ctx (key position)]
+    EU   = E_q W_U                                [d_vocab (query), d_vocab (output)]
+    EVOU = E_bar W_V W_O W_U                      [d_vocab (key), d_vocab (output)]
+    PVOU = P_hat W_V W_O W_U                      [n_ctx (key position), d_vocab (output)]
+
+    logits(x) = EU[x_q] + sum_i softmax_i(EQKE[x_q, x_i] + EQKP[x_q, i]) (EVOU[x_i] + PVOU[i])
+
+with ``x_q = x[-1]``; this is exact for a model whose biases are zero.
+
+This module is written for speed and batching; ``solutions/04_max_of_k.py`` is the
+step-by-step second implementation. It also holds the brute-force evaluation over all
+``d_vocab ** n_ctx`` inputs, the bug lab's buggy variants, and the ``bench`` provider.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Iterable, Optional, Sequence
+
+import torch
+
+Tensor = torch.Tensor
+
+
+# --------------------------------------------------------------------------- circuits
+def mean_diff_positions(W_pos: Tensor) -> tuple[Tensor, Tensor]:
+    """W_pos [n_ctx, d_model] -> (P_avg [d_model], P_hat [n_ctx, d_model]), W_pos = P_avg + P_hat."""
+    P_avg = W_pos.mean(dim=0)
+    return P_avg, W_pos - P_avg
+
+
+def _query_embed(W_E: Tensor, W_pos: Tensor) -> Tensor:
+    """E_q = W_E + W_pos[-1]: every token as it looks at the last (query) position."""
+    return W_E + W_pos[-1]
+
+
+def _key_embed(W_E: Tensor, W_pos: Tensor) -> Tensor:
+    """E_bar = W_E + P_avg."""
+    return W_E + W_pos.mean(dim=0)
+
+
+def eqke(W_E: Tensor, W_pos: Tensor, W_Q: Tensor, W_K: Tensor) -> Tensor:
+    """Token part of the last position's scores: [d_vocab (query), d_vocab (key)]."""
+    q = _query_embed(W_E, W_pos) @ W_Q            # [d_vocab, d_head]
+    k = _key_embed(W_E, W_pos) @ W_K              # [d_vocab, d_head]
+    return torch.einsum("qh,kh->qk", q, k) / math.sqrt(W_Q.shape[-1])
+
+
+def eqkp(W_E: Tensor, W_pos: Tensor, W_Q: Tensor, W_K: Tensor) -> Tensor:
+    """Position part of the last position's scores: [d_vocab (query), n_ctx (key position)]."""
+    _, P_hat = mean_diff_positions(W_pos)
+    q = _query_embed(W_E, W_pos) @ W_Q
+    k = P_hat @ W_K                               # [n_ctx, d_head]
+    return torch.einsum("qh,ph->qp", q, k) / math.sqrt(W_Q.shape[-1])
+
+
+def eu(W_E: Tensor, W_pos: Tensor, W_U: Tensor) -> Tensor:
+    """Direct path from the query token to the logits: [d_vocab (query), d_vocab (output)]."""
+    return _query_embed(W_E, W_pos) @ W_U
+
+
+def evou(W_E: Tensor, W_pos: Tensor, W_V: Tensor, W_O: Tensor, W_U: Tensor) -> Tensor:
+    """Token part of the OV circuit: [d_vocab (attended token), d_vocab (output)]."""
+    return _key_embed(W_E, W_pos) @ (W_V @ W_O @ W_U)
+
+
+def pvou(W_pos: Tensor, W_V: Tensor, W_O: Tensor, W_U: Tensor) -> Tensor:
+    """Position part of the OV circuit: [n_ctx (attended position), d_vocab (output)]."""
+    _, P_hat = mean_diff_positions(W_pos)
+    return P_hat @ (W_V @ W_O @ W_U)
+
+
+@dataclass
+class Circuits:
+    """The five tables a max-of-K model is read from (all for the last position)."""
+
+    EQKE: Tensor   # [d_vocab, d_vocab]
+    EQKP: Tensor   # [d_vocab, n_ctx]
+    EU: Tensor     # [d_vocab, d_vocab]
+    EVOU: Tensor   # [d_vocab, d_vocab]
+    PVOU: Tensor   # [n_ctx, d_vocab]
+
+    @property
+    def d_vocab(self) -> int:
+        return self.EQKE.shape[0]
+
+    @property
+    def n_ctx(self) -> int:
+        return self.EQKP.shape[1]
+
+    def as_tuple(self) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        return self.EQKE, self.EQKP, self.EU, self.EVOU, self.PVOU
+
+    def to(self, *args, **kwargs) -> "Circuits":
+        return Circuits(*(t.to(*args, **kwargs) for t in self.as_tuple()))
+
+
+NAMES = ("EQKE", "EQKP", "EU", "EVOU", "PVOU")
+
+
+def circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> Circuits:
+    return Circuits(eqke(W_E, W_pos, W_Q, W_K), eqkp(W_E, W_pos, W_Q, W_K),
+                    eu(W_E, W_pos, W_U), evou(W_E, W_pos, W_V, W_O, W_U), pvou(W_pos, W_V, W_O, W_U))
+
+
+WEIGHT_NAMES = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")
+
+
+def head_weights(model, dtype: Optional[torch.dtype] = torch.float64,
+                 device: torch.device | str | None = None) -> dict[str, Tensor]:
+    """The seven matrices of a one-layer, one-head bridge, head axis removed.
+
+    Refuses models whose biases are not zero: the circuit formulas above have no bias terms.
+    """
+    from mechinterp_edu.weights import layer_weights
+
+    w = layer_weights(model, 0, dtype=dtype, device=device)
+    if w["W_Q"].shape[0] != 1:
+        raise ValueError(f"Lesson 4's circuits are for a one-head model; this one has {w['W_Q'].shape[0]} heads.")
+    for name in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
+        if w[name].abs().max().item() != 0.0:
+            raise ValueError(f"{name} is not zero; the circuit formulas assume a model without biases.")
+    out = {"W_E": w["W_E"], "W_pos": w["W_pos"], "W_U": w["W_U"]}
+    for name in ("W_Q", "W_K", "W_V", "W_O"):
+        out[name] = w[name][0]
+    return out
+
+
+def circuits_of(model, dtype: torch.dtype = torch.float64,
+                device: torch.device | str | None = None) -> Circuits:
+    w = head_weights(model, dtype=dtype, device=device)
+    return circuits(*(w[k] for k in WEIGHT_NAMES))
+
+
+# --------------------------------------------------------------------------- logits
+def logits_from_circuits(tokens: Tensor, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> Tensor:
+    """tokens [batch, n_ctx] -> last-position logits [batch, d_vocab], from the five tables."""
+    return logits_from_tables(tokens, circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U))
+
+
+def scores_from_tables(tokens: Tensor, c: Circuits) -> Tensor:
+    """Pre-softmax scores of the last position: tokens [batch, n] -> [batch, n] (n <= n_ctx)."""
+    n = tokens.shape[-1]
+    x_q = tokens[:, -1]
+    return c.EQKE[x_q[:, None], tokens] + c.EQKP[x_q][:, :n]
+
+
+def logits_from_tables(tokens: Tensor, c: Circuits) -> Tensor:
+    n = tokens.shape[-1]
+    if n != c.n_ctx:
+        raise ValueError(f"tokens have {n} positions but the model's context is {c.n_ctx}; "
+                         "the mean+diff split is over all n_ctx positions, so pass full-length sequences.")
+    pattern = scores_from_tables(tokens, c).softmax(dim=-1)           # [batch, n]
+    values = c.EVOU[tokens] + c.PVOU                                 # [batch, n, d_vocab]
+    return c.EU[tokens[:, -1]] + torch.einsum("bi,biv->bv", pattern, values)
+
+
+# --------------------------------------------------------------------------- model side
+def model_last_scores(model, tokens: Tensor) -> Tensor:
+    """The model's own pre-softmax scores at the last position, from hook_q and hook_k: [batch, n_ctx].
+
+    (On boot_native bridges ``hook_attn_scores`` holds the softmax pattern, not the scores.)
+    """
+    names = ("blocks.0.attn.hook_q", "blocks.0.attn.hook_k")
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(tokens, names_filter=lambda n: n in names)
+    q = cache[names[0]][:, -1, 0]                   # [batch, d_head]
+    k = cache[names[1]][:, :, 0]                    # [batch, n_ctx, d_head]
+    return torch.einsum("bh,bph->bp", q, k) / math.sqrt(q.shape[-1])
+
+
+def model_last_logits(model, tokens: Tensor) -> Tensor:
+    with torch.inference_mode():
+        return model(tokens)[:, -1]
+
+
+# --------------------------------------------------------------------------- SVD view
+def eqke_rank_one(eqke_matrix: Tensor) -> tuple[float, Tensor, Tensor]:
+    """(sigma1 / sigma2, size_direction [d_vocab (key)], query_direction [d_vocab (query)]).
+
+    Sign convention: the size direction (first right singular vector, over key tokens) is
+    turned so that it correlates positively with the token index (sum_j (j - mean) v_j > 0);
+    the query direction is then the first left singular vector u with EQKE v = sigma1 u,
+    sigma1 > 0 (so EQKE ~ sigma1 u v^T). Both have unit norm.
+    """
+    U, S, Vh = torch.linalg.svd(eqke_matrix)
+    v, u = Vh[0], U[:, 0]
+    index = torch.arange(v.shape[0], dtype=v.dtype, device=v.device)
+    if torch.dot(v, index - index.mean()) < 0:
+        u, v = -u, -v
+    ratio = float(S[0] / S[1]) if S.shape[0] > 1 else float("inf")
+    return ratio, v, u
+
+
+def correlation(a: Tensor, b: Tensor) -> float:
+    a = a.double() - a.double().mean()
+    b = b.double() - b.double().mean()
+    return float((a @ b) / (a.norm() * b.norm()))
+
+
+def size_direction_correlation(eqke_matrix: Tensor) -> float:
+    _, v, _ = eqke_rank_one(eqke_matrix)
+    return correlation(v, torch.arange(v.shape[0], dtype=torch.float64, device=v.device))
+
+
+# --------------------------------------------------------------------------- brute force
+def gap_totals(d_vocab: int, n_ctx: int) -> list[int]:
+    """How many of the d_vocab ** n_ctx inputs have each gap (largest - second largest, with repeats).
+
+    Counted exactly: the largest value a appears once and the rest top out at b < a in
+    n ((b+1)^(n-1) - b^(n-1)) ways; a appears at least twice (gap 0) in
+    (a+1)^n - a^n - n a^(n-1) ways.
+    """
+    n = n_ctx
+    totals = [0] * d_vocab
+    if n == 1:
+        totals[0] = d_vocab          # a single token: no second token, gap 0 by convention
+        return totals
+    for a in range(d_vocab):
+        totals[0] += (a + 1) ** n - a ** n - n * a ** (n - 1)
+        for b in range(a):
+            totals[a - b] += n * ((b + 1) ** (n - 1) - b ** (n - 1))
+    return totals
+
+
+def gaps_of(tokens: Tensor) -> Tensor:
+    """tokens [batch, n] -> gap between the largest and the second-largest token [batch]."""
+    if tokens.shape[-1] == 1:
+        return torch.zeros(tokens.shape[0], dtype=torch.long, device=tokens.device)
+    top = tokens.topk(2, dim=-1).values
+    return top[:, 0] - top[:, 1]
+
+
+@dataclass
+class BruteForceResult:
+    n_inputs: int
+    n_correct: int
+    errors_by_gap: list[int]       # wrong answers per gap (index = gap)
+    totals_by_gap: list[int]       # inputs per gap
+    seconds: float
+    device: str
+    wrong_examples: Tensor = field(default_factory=lambda: torch.empty(0, 0, dtype=torch.long))
+
+    @property
+    def accuracy(self) -> float:
+        return self.n_correct / self.n_inputs
+
+    @property
+    def n_wrong(self) -> int:
+        return self.n_inputs - self.n_correct
+
+
+def strictly_correct(logits: Tensor, target: Tensor) -> Tensor:
+    """[..., d_vocab] logits, [...] targets -> bool: the target's logit beats every other logit.
+
+    Strict: a tie counts as wrong (a model with all-equal logits gets nothing right).
+    For a trained model this is ``logits.argmax(-1) == target`` up to exact ties.
+    """
+    chosen = logits.gather(-1, target[..., None])
+    others = logits.scatter(-1, target[..., None], float("-inf")).amax(-1, keepdim=True)
+    return (chosen > others).squeeze(-1)
+
+
+def _position_tables(c: Circuits, q: int, dtype: torch.dtype) -> list[Tensor]:
+    """For last token q: one [d_vocab (token), d_vocab (output)] table per free position i < n-1,
+    with  Z * logits = sum_i table_i[t_i]  for every input ending in q.
+
+    logits = EU[q] + sum_i p_i (EVOU[t_i] + PVOU[i]) = sum_i e_i (EVOU[t_i] + PVOU[i] + EU[q]) / Z
+    with e_i = exp(score_i - m) and Z = sum_i e_i > 0 (Z does not change which logit is largest).
+    The query's own term is folded into the first table (or returned alone when n_ctx == 1).
+    """
+    n = c.n_ctx
+    EQKE, EQKP, EU, EVOU, PVOU = (t.to(dtype) for t in c.as_tuple())
+    scores = EQKE[q][None, :] + EQKP[q][:, None]                  # [n_ctx (position), d_vocab (token)]
+    last_score = scores[n - 1, q]
+    free = scores[: n - 1]
+    m = torch.maximum(free.max(), last_score) if n > 1 else last_score
+    # Every input holds the query, so Z >= exp(last_score - m): keep that far from underflow.
+    if float(m - last_score) > (60.0 if dtype == torch.float32 else 650.0):
+        raise FloatingPointError("scores span too wide a range for this dtype")
+    base = EVOU + EU[q]                                           # [d_vocab, d_vocab]
+    query_term = torch.exp(last_score - m) * (base[q] + PVOU[n - 1])
+    if n == 1:
+        return [query_term[None, :]]
+    e = torch.exp(free - m)                                       # [n-1, d_vocab]
+    tables = [e[i][:, None] * (base + PVOU[i]) for i in range(n - 1)]
+    tables[0] = tables[0] + query_term
+    return tables
+
+
+def _grid_correct(c: Circuits, q: int, first: Optional[Tensor], dtype: torch.dtype,
+                  chunk: int = 4, buffer: Optional[Tensor] = None) -> Tensor:
+    """Whether the model is right on every input ending in q: bool [len(first), d_vocab, ..., d_vocab]
+    indexed by the first n_ctx - 1 tokens. Works in chunks of ``chunk`` first tokens so that
+    each chunk's logits grid stays small (4 x 64^3 floats = 4 MiB for max-of-4)."""
+    n, V = c.n_ctx, c.d_vocab
+    device = c.EQKE.device
+    tables = _position_tables(c, q, dtype)
+    if n == 1:
+        return strictly_correct(tables[0], torch.tensor([q], device=device))
+    firsts = first if first is not None else torch.arange(V, device=device)
+    T0 = tables[0][firsts]                                        # [F, V]
+    # Sum of the other free positions' tables, laid out as a grid [V]*(n-2) + [V (output)].
+    rest = torch.zeros(V, dtype=dtype, device=device)
+    rest_max = torch.tensor(q, device=device)
+    ar = torch.arange(V, device=device)
+    for i in range(1, n - 1):
+        rest = rest[..., None, :] + tables[i]
+        rest_max = torch.maximum(rest_max[..., None], ar)
+    lead = (1,) * (n - 2)
+    F = firsts.shape[0]
+    out = torch.empty((F, *rest.shape[:-1]), dtype=torch.bool, device=device)
+    for s in range(0, F, chunk):
+        k = min(chunk, F - s)
+        shape = (k, *rest.shape)
+        grid_out = None
+        if buffer is not None and buffer.numel() >= math.prod(shape) and buffer.dtype == dtype:
+            grid_out = buffer[: math.prod(shape)].view(shape)
+        grid = torch.add(T0[s:s + k].view(k, *lead, V), rest, out=grid_out)
+        target = torch.maximum(firsts[s:s + k].view(k, *lead), rest_max)
+        chosen = grid.gather(-1, target[..., None])
+        grid.scatter_(-1, target[..., None], float("-inf"))
+        out[s:s + k] = (chosen > grid.amax(-1, keepdim=True)).squeeze(-1)
+    return out
+
+
+def _decode(flat_index: Tensor, d_vocab: int, n_free: int, first_tokens: Optional[Tensor]) -> Tensor:
+    digits = []
+    rest = flat_index
+    for _ in range(n_free - 1):
+        digits.append(rest % d_vocab)
+        rest = rest // d_vocab
+    digits.append(first_tokens[rest] if first_tokens is not None else rest)
+    return torch.stack(digits[::-1], dim=-1)
+
+
+def brute_force(c: Circuits, device: torch.device | str | None = None,
+                first_tokens: Optional[Sequence[int]] = None, dtype: torch.dtype = torch.float32,
+                keep_examples: int = 64, chunk: int = 4, cpu_threads: Optional[int] = 1) -> BruteForceResult:
+    """Accuracy of the model described by ``c`` on every input (or on every input whose first
+    token is in ``first_tokens``), with the errors broken down by the gap between the two
+    largest tokens. "Right" means the max token's logit is strictly the largest.
+
+    Memory: ``chunk * d_vocab^(n_ctx-1)`` floats at a time (4 MiB for max-of-4 in float32).
+    On the CPU the chunks are cache-sized and work best on one thread (``cpu_threads``; the
+    previous setting is restored afterwards); ``None`` keeps torch's setting.
+    """
+    from mechinterp_edu.device import get_device
+
+    device = torch.device(device) if device is not None else get_device()
+    V, n = c.d_vocab, c.n_ctx
+    c = c.to(device)
+    first = None
+    if first_tokens is not None and n > 1:
+        first = torch.as_tensor(list(first_tokens), dtype=torch.long, device=device)
+    buffer = torch.empty(chunk * V ** (n - 1), dtype=dtype, device=device) if n > 1 else None
+    previous_threads = torch.get_num_threads()
+    if device.type == "cpu" and cpu_threads:
+        torch.set_num_threads(cpu_threads)
+    try:
+        return _brute_force(c, device, first, buffer, dtype, keep_examples, chunk)
+    finally:
+        torch.set_num_threads(previous_threads)
+
+
+def _brute_force(c, device, first, buffer, dtype, keep_examples, chunk) -> BruteForceResult:
+    V, n = c.d_vocab, c.n_ctx
+    start = time.perf_counter()
+    n_inputs = n_correct = 0
+    errors = [0] * V
+    examples: list[Tensor] = []
+    with torch.inference_mode():
+        for q in range(V):
+            try:
+                ok = _grid_correct(c, q, first, dtype, chunk, buffer)
+            except FloatingPointError:
+                ok = _grid_correct(c, q, first, torch.float64, chunk)
+            n_inputs += ok.numel()
+            n_wrong_here = ok.numel() - int(ok.sum())
+            n_correct += ok.numel() - n_wrong_here
+            if n_wrong_here:
+                idx = (~ok).reshape(-1).nonzero().squeeze(-1)
+                if n > 1:
+                    free = _decode(idx, V, n - 1, first)
+                    seqs = torch.cat([free, torch.full_like(free[:, :1], q)], dim=-1)
+                else:
+                    seqs = torch.full((1, 1), q, device=device)
+                for g, k in zip(*torch.unique(gaps_of(seqs), return_counts=True)):
+                    errors[int(g)] += int(k)
+                if sum(x.shape[0] for x in examples) < keep_examples:
+                    examples.append(seqs[:keep_examples].cpu())
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    totals = gap_totals(V, n) if first is None else _subset_gap_totals(V, n, first.cpu())
+    kept = torch.cat(examples)[:keep_examples] if examples else torch.empty(0, n, dtype=torch.long)
+    return BruteForceResult(n_inputs, n_correct, errors, totals, seconds, str(device), kept)
+
+
+def _subset_gap_totals(V: int, n: int, first: Tensor) -> list[int]:
+    totals = [0] * V
+    rest = torch.cartesian_prod(*[torch.arange(V)] * (n - 1)).reshape(-1, n - 1)
+    for t0 in first.tolist():
+        seqs = torch.cat([torch.full_like(rest[:, :1], t0), rest], dim=-1)
+        g, k = torch.unique(gaps_of(seqs), return_counts=True)
+        for gi, ki in zip(g.tolist(), k.tolist()):
+            totals[gi] += ki
+    return totals
+
+
+def grid_correct(c: Circuits, last_token: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """The brute force's own verdicts for every input ending in ``last_token``: a bool grid
+    [d_vocab] * (n_ctx - 1) indexed by the first n_ctx - 1 tokens (tests compare it with the model)."""
+    with torch.inference_mode():
+        return _grid_correct(c, last_token, None, dtype)
+
+
+def brute_force_model_loop(model, first_tokens: Optional[Iterable[int]] = None,
+                           dtype: torch.dtype = torch.float64,
+                           device: torch.device | str | None = None) -> BruteForceResult:
+    """Baseline: the model's own forward pass in float64, one batch per value of the first token."""
+    from mechinterp_edu.device import get_device
+
+    device = torch.device(device) if device is not None else get_device()
+    V, n = model.cfg.d_vocab, model.cfg.n_ctx
+    model = model.to(device).to(dtype)
+    firsts = list(range(V)) if first_tokens is None else list(first_tokens)
+    rest = torch.cartesian_prod(*[torch.arange(V, device=device)] * (n - 1)).reshape(-1, n - 1)
+    start = time.perf_counter()
+    n_correct = 0
+    errors = [0] * V
+    with torch.inference_mode():
+        for t0 in firsts:
+            tokens = torch.cat([torch.full_like(rest[:, :1], t0), rest], dim=-1)
+            wrong = ~strictly_correct(model(tokens)[:, -1], tokens.max(-1).values)
+            n_correct += int((~wrong).sum())
+            for g, k in zip(*torch.unique(gaps_of(tokens[wrong]), return_counts=True)):
+                errors[int(g)] += int(k)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - start
+    totals = gap_totals(V, n) if first_tokens is None else _subset_gap_totals(V, n, torch.tensor(firsts))
+    return BruteForceResult(len(firsts) * rest.shape[0], n_correct, errors, totals, seconds, str(device))
+
+
+# --------------------------------------------------------------------------- bug lab
+CIRCUIT_BUGS = {
+    "divide_by_d_head": "scores divided by d_head instead of sqrt(d_head)",
+    "drop_query_pos": "query embedded as W_E, dropping its positional term W_pos[-1]",
+    "raw_pos_in_eqkp": "EQKP built from raw W_pos instead of P_hat = W_pos - P_avg",
+}
+TRAINING_BUGS = {
+    "last_token_target": "trained to predict the last token instead of the max",
+    "sqrt_d_multiplier": "attention scores multiplied by sqrt(d_head) instead of divided",
+}
+
+
+def buggy_circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U,
+                   bugs: Iterable[str] = tuple(CIRCUIT_BUGS)) -> Circuits:
+    """The five tables with any of the circuit bugs switched on (all three by default)."""
+    bugs = set(bugs)
+    unknown = bugs - set(CIRCUIT_BUGS)
+    if unknown:
+        raise ValueError(f"Unknown circuit bug(s) {sorted(unknown)}; known: {sorted(CIRCUIT_BUGS)}.")
+    d_head = W_Q.shape[-1]
+    scale = d_head if "divide_by_d_head" in bugs else math.sqrt(d_head)
+    P_avg, P_hat = mean_diff_positions(W_pos)
+    E_q = W_E if "drop_query_pos" in bugs else W_E + W_pos[-1]
+    E_bar = W_E + P_avg
+    P_keys = W_pos if "raw_pos_in_eqkp" in bugs else P_hat
+    QK = W_Q @ W_K.T
+    OVU = W_V @ W_O @ W_U
+    return Circuits(E_q @ QK @ E_bar.T / scale, E_q @ QK @ P_keys.T / scale,
+                    E_q @ W_U, E_bar @ OVU, P_hat @ OVU)
+
+
+def training_loss(tokens: Tensor, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U,
+                  bugs: Iterable[str] = ()) -> Tensor:
+    """Mean cross-entropy of the last position's logits against the target (a scalar).
+
+    The forward pass is the full model (causal attention, all positions), written from the
+    weights; ``bugs`` switches on the training bugs of the bug lab.
+    """
+    bugs = set(bugs)
+    unknown = bugs - set(TRAINING_BUGS)
+    if unknown:
+        raise ValueError(f"Unknown training bug(s) {sorted(unknown)}; known: {sorted(TRAINING_BUGS)}.")
+    n = tokens.shape[-1]
+    resid = W_E[tokens] + W_pos[:n]                                 # [batch, n, d_model]
+    q = resid[:, -1] @ W_Q                                          # [batch, d_head]
+    k = resid @ W_K                                                 # [batch, n, d_head]
+    d_head = W_Q.shape[-1]
+    scale = math.sqrt(d_head) if "sqrt_d_multiplier" in bugs else 1.0 / math.sqrt(d_head)
+    scores = torch.einsum("bh,bph->bp", q, k) * scale               # the last position sees all
+    attended = torch.einsum("bp,bpd->bd", scores.softmax(-1), resid @ W_V) @ W_O
+    logits = (resid[:, -1] + attended) @ W_U
+    target = tokens[:, -1] if "last_token_target" in bugs else tokens.max(-1).values
+    return torch.nn.functional.cross_entropy(logits, target)
+
+
+def copying_diagonal_fraction(matrix: Tensor) -> float:
+    """Fraction of rows whose largest entry sits on the diagonal (1.0 = a clean copier)."""
+    rows = matrix.shape[0]
+    return float((matrix.argmax(dim=1) == torch.arange(rows, device=matrix.device)).double().mean())
+
+
+# --------------------------------------------------------------------------- bench
+def bench(quick: bool):
+    """Brute force over all inputs via the circuit tables vs the model's own float64 forward
+    pass, one batch per first token (the same inputs in the same run)."""
+    from mechinterp_edu.bench import BenchRow
+    from mechinterp_edu.models.zoo import load_model
+
+    model = load_model("max_of_4", device="cpu")
+    c = circuits_of(model, dtype=torch.float64)
+    firsts = list(range(2)) if quick else None
+    scope = "2 of 64 first tokens (quick)" if quick else f"all {c.d_vocab ** c.n_ctx:,} inputs"
+    brute_force(c, device="cpu", first_tokens=[0])          # warm-up (allocator, caches)
+    fast = brute_force(c, device="cpu", first_tokens=firsts)
+    slow = brute_force_model_loop(model, first_tokens=firsts, device="cpu")
+    agree = "same" if (fast.n_correct, fast.errors_by_gap) == (slow.n_correct, slow.errors_by_gap) else "DIFFERENT"
+    rows = [BenchRow(
+        f"max_of_4 brute force, circuit tables, float32 chunks, CPU ({scope})", fast.seconds,
+        "model forward, float64, loop over first token", slow.seconds,
+        note=f"accuracy {fast.accuracy:.6%}, {fast.n_wrong} wrong; {agree} count as the baseline")]
+    if torch.cuda.is_available():
+        brute_force(c, device="cuda", first_tokens=[0])
+        gpu = brute_force(c, device="cuda", first_tokens=firsts)
+        gpu_loop = brute_force_model_loop(load_model("max_of_4", device="cuda"), first_tokens=firsts,
+                                          device="cuda")
+        rows.append(BenchRow(f"max_of_4 brute force, circuit tables, GPU ({scope})", gpu.seconds,
+                             "model forward, float64, loop over first token, GPU", gpu_loop.seconds,
+                             note=f"accuracy {gpu.accuracy:.6%}"))
+    return rows
+
+
+__all__ = [name for name in dir() if not name.startswith("_") and name not in {
+    "annotations", "dataclass", "field", "itertools", "math", "time", "torch", "Iterable",
+    "Optional", "Sequence", "Tensor"}]

@@ -1,0 +1,101 @@
+"""Shared test fixtures.
+
+* Every test gets its own empty progress store (``MECHINTERP_EDU_PROGRESS`` points at a
+  temporary file), so no test reads or writes ``~/.mechinterp_edu``.
+* ``load_module_from_path(path)`` imports an exercise or solution file as a fresh module;
+  ``load_exercise(lesson)`` / ``load_solution(lesson)`` do it by lesson number or slug.
+* ``@pytest.mark.cuda`` tests skip cleanly (with the reason) when torch sees no GPU; the
+  ``cuda_device`` fixture does the same and returns ``torch.device("cuda")``.
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import os
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+pytest_plugins = ["pytester"]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+NO_GPU_REASON = "needs a CUDA GPU (torch.cuda.is_available() is False here)"
+
+
+def pytest_configure(config):
+    # A session-wide default before any fixture runs (module- and session-scoped fixtures
+    # and subprocesses included); the autouse fixture below gives each test its own file.
+    os.environ["MECHINTERP_EDU_PROGRESS"] = str(
+        Path(tempfile.mkdtemp(prefix="mechinterp-progress-")) / "progress.json")
+
+
+def _has_cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
+def pytest_runtest_setup(item):
+    if item.get_closest_marker("cuda") is not None and not _has_cuda():
+        pytest.skip(NO_GPU_REASON)
+
+
+@pytest.fixture(autouse=True)
+def progress_store(tmp_path_factory, monkeypatch) -> Path:
+    """A fresh, empty progress store for each test; the path is returned."""
+    path = tmp_path_factory.mktemp("progress") / "progress.json"
+    monkeypatch.setenv("MECHINTERP_EDU_PROGRESS", str(path))
+    return path
+
+
+@pytest.fixture
+def cuda_device():
+    """``torch.device("cuda")``; the test is skipped when there is no GPU."""
+    if not _has_cuda():
+        pytest.skip(NO_GPU_REASON)
+    import torch
+    return torch.device("cuda")
+
+
+_counter = itertools.count()
+
+
+@pytest.fixture
+def load_module_from_path():
+    """Return ``load(path, name=None) -> module``: import a .py file as a fresh module.
+
+    Each call gives a new module object (a unique name in ``sys.modules`` while the test
+    runs, removed afterwards), so tests can load the same file twice independently.
+    """
+    loaded: list[str] = []
+
+    def load(path, name: str | None = None):
+        path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"{path} does not exist")
+        module_name = name or f"_mechinterp_test_{path.stem}_{next(_counter)}"
+        spec = importlib.util.spec_from_file_location(module_name, path)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module  # dataclasses & co. look their module up here
+        loaded.append(module_name)
+        spec.loader.exec_module(module)
+        return module
+
+    yield load
+    for module_name in loaded:
+        sys.modules.pop(module_name, None)
+
+
+@pytest.fixture
+def load_exercise(load_module_from_path):
+    """``load_exercise(lesson)``: the learner stub module ``exercises/NN_slug.py``."""
+    from mechinterp_edu.course import get_lesson
+    return lambda lesson: load_module_from_path(get_lesson(lesson).exercise_path)
+
+
+@pytest.fixture
+def load_solution(load_module_from_path):
+    """``load_solution(lesson)``: the worked-solution module ``solutions/NN_slug.py``."""
+    from mechinterp_edu.course import get_lesson
+    return lambda lesson: load_module_from_path(get_lesson(lesson).solution_path)
