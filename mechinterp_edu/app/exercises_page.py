@@ -222,7 +222,8 @@ def _show_report(report, only) -> None:
             badge = ":green-badge[:material/check: passed]" if r.passed else ":red-badge[:material/close: not yet]"
             st.markdown(f"{badge} **`{r.exercise}`** — {r.score:g} / {r.max_score:g} points")
             if r.feedback:
-                st.markdown(r.feedback)
+                # The grader's feedback is plain text with `code` spans: keep its line breaks.
+                st.markdown(r.feedback.replace("$", "\\$").replace("\n", "  \n"))
 
 
 # --------------------------------------------------------------------------- saving

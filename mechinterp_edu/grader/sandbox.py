@@ -35,8 +35,7 @@ from typing import Any, Optional
 import numpy as np
 
 CHILD_SCRIPT = Path(__file__).resolve().with_name("_child.py")
-BLOCKED_MODULES = ("mechinterp_edu", "solutions", "_posixsubprocess", "_ctypes", "ctypes",
-                   "multiprocessing", "subprocess", "pty", "socket", "_socket", "mmap")
+BLOCKED_MODULES = ("mechinterp_edu", "solutions", "_posixsubprocess")
 MAX_JSON_BYTES = 50 * 2**20
 PREIMPORT_CANDIDATES = ("einops", "transformer_lens", "jaxtyping", "fancy_einsum", "scipy",
                         "sklearn", "pandas", "sympy", "typeguard")
@@ -608,6 +607,11 @@ class SandboxRunner:
                 for k in pending:
                     results[k] = ExerciseRun("grader_error", message=info)
                 pending = []
+            elif kind == "fatal":
+                load_errors = info
+                for k in pending:
+                    results[k] = ExerciseRun("load_failed")
+                pending = []
             elif kind == "load":
                 load_failure = info
                 for k in pending:
@@ -636,10 +640,16 @@ class SandboxRunner:
         if not child.send({"out": out_name, "run": pending}):
             return "infra", "grader error: the sandbox stopped before it got its job"
         # 2. the learner's module-level code
-        event = child.next_event(time.monotonic() + limits.start_timeout_s + limits.load_timeout_s)
-        if event == "loaded":
-            pass
-        else:
+        event = child.next_event(time.monotonic() + limits.start_timeout_s)
+        if event == "prepared":
+            event = child.next_event(time.monotonic() + limits.load_timeout_s)
+        elif event is None or event == "":
+            code = child.wait_exit(1) if event == "" else None
+            tail = child.stderr_tail()
+            return "infra", ("grader error: the sandbox could not prepare its job"
+                             + (f" ({_describe_exit(code, limits.memory_mb)})" if event == "" else "")
+                             + (f":\n{tail}" if tail else ""))
+        if event != "loaded":
             if event is None:
                 msg = (f"your file was still running its top-level code after "
                        f"{limits.load_timeout_s:g} s (an infinite loop, or heavy work outside "
@@ -654,7 +664,7 @@ class SandboxRunner:
         except (ProtocolError, ValueError, OSError) as exc:
             return "load", f"the grader could not read what your file did while loading ({exc})"
         if load_errors and not self.continue_on_error:
-            return "loaded", load_errors          # fatal: grade.py reports the load error
+            return "fatal", load_errors           # grade.py reports the load error
         # 3. the exercises
         current: Optional[int] = None
         deadline = time.monotonic() + limits.load_timeout_s
@@ -720,10 +730,7 @@ def run_in_process(sources: list[dict], continue_on_error: bool, exercises: list
 
     _in_process_counter[0] += 1
     module_name = f"_mechinterp_submission_{_in_process_counter[0]}"
-    try:
-        namespace, errors, learner_files = child.exec_sources(sources, continue_on_error, module_name)
-    finally:
-        pass
+    namespace, errors, learner_files = child.exec_sources(sources, continue_on_error, module_name)
     try:
         load_errors = [_error_info(e) for e in errors]
         runs = []

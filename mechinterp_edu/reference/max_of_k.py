@@ -512,6 +512,28 @@ def training_loss(tokens: Tensor, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U,
     return torch.nn.functional.cross_entropy(logits, target)
 
 
+def debug_circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """The bug lab's fixed circuits function: (EQKE, EQKP, EU, EVOU, PVOU), no bug left."""
+    return circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U).as_tuple()
+
+
+def debug_training_loss(tokens: Tensor, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> Tensor:
+    """The bug lab's fixed training loss (a 0-d tensor): max target, scores divided by sqrt(d_head)."""
+    return training_loss(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
+
+
+def random_weights(d_vocab: int = 64, n_ctx: int = 4, d_model: int = 32, d_head: int = 32, seed: int = 0,
+                   dtype: torch.dtype = torch.float64, scale: float = 1.0) -> dict[str, Tensor]:
+    """Random single-head weights (entries ~ N(0, scale^2 / d_model)) in the shapes of this lesson."""
+    gen = torch.Generator().manual_seed(seed)
+    shapes = {"W_E": (d_vocab, d_model), "W_pos": (n_ctx, d_model), "W_Q": (d_model, d_head),
+              "W_K": (d_model, d_head), "W_V": (d_model, d_head), "W_O": (d_head, d_model),
+              "W_U": (d_model, d_vocab)}
+    std = scale / math.sqrt(d_model)
+    return {k: (torch.randn(*shape, generator=gen, dtype=torch.float64) * std).to(dtype)
+            for k, shape in shapes.items()}
+
+
 def copying_diagonal_fraction(matrix: Tensor) -> float:
     """Fraction of rows whose largest entry sits on the diagonal (1.0 = a clean copier)."""
     rows = matrix.shape[0]

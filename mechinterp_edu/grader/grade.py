@@ -1,0 +1,406 @@
+"""Grading a learner's file: the API used by the CLI, the app, the gradebook and the tests.
+
+    grade_file(path, lesson=None) -> FileReport
+    grade_source(source, lesson, exercises=None, sandbox=True) -> FileReport
+
+``FileReport(file, lesson, score, max_score, results)`` holds one
+``ExerciseResult(exercise, passed, score, max_score, feedback)`` per exercise; ``exercise``
+is the function's name. ``exercises`` may be None (the lesson's registered exercises),
+a list of names (a subset), or a list of :class:`~mechinterp_edu.grader.spec.Exercise`
+objects (e.g. defined in a test).
+
+How one file is graded:
+
+1. The file is read (:mod:`.sources`): a syntax error or an invalid notebook is a verdict.
+2. A sandbox child starts at once (:mod:`.sandbox`), so its ``import torch`` overlaps with
+   the parent building every case and computing the reference answers *here*, on the
+   grading device (:func:`mechinterp_edu.device.get_device`). Cases and references are
+   cached per exercise for the life of the process (the gradebook grades many students).
+3. The child gets only the inputs, runs the learner's functions and sends back plain
+   arrays; a crash, ``os._exit`` or timeout costs only the exercise it happened in.
+4. :func:`mechinterp_edu.grader.compare.assess` decides pass/fail and explains failures.
+
+``sandbox=False`` runs trusted code (the solutions, in fast tests) in this process.
+A spec's ``Exercise.compare(got, expected, case)`` receives CPU torch tensors (float64
+for floating outputs), Python numbers, tuples of these, or for "set"/"list" outputs a
+set / list of tuples of ints.
+"""
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence, Union
+
+from mechinterp_edu.grader.sandbox import (ArrayOut, Limits, NumberOut, OtherOut, RowsOut,
+                                           RunResult, SandboxRunner, TupleOut, encode_args,
+                                           normalize_output, run_in_process)
+from mechinterp_edu.grader.sources import (Submission, lesson_from_name, load_submission,
+                                           submission_from_text)
+
+ExerciseSelection = Optional[Sequence[Union[str, Any]]]
+
+
+@dataclass
+class ExerciseResult:
+    exercise: str
+    passed: bool
+    score: float
+    max_score: float
+    feedback: str = ""
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class FileReport:
+    file: str
+    lesson: Optional[int]
+    score: float
+    max_score: float
+    results: list[ExerciseResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)     # not part of the JSON contract
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """True when every graded exercise passed (and there was at least one)."""
+        return bool(self.results) and all(r.passed for r in self.results)
+
+    def to_dict(self) -> dict:
+        return {"file": self.file, "lesson": self.lesson, "score": self.score,
+                "max_score": self.max_score, "results": [r.to_dict() for r in self.results]}
+
+
+# --------------------------------------------------------------------------- exercises
+def resolve_lesson(lesson) -> Optional[int]:
+    if lesson is None:
+        return None
+    from mechinterp_edu.course import get_lesson
+
+    return get_lesson(lesson).number
+
+
+def resolve_exercises(lesson: Optional[int], exercises: ExerciseSelection) -> list:
+    """The Exercise objects to grade (see the module docstring)."""
+    from mechinterp_edu.grader.spec import Exercise
+
+    if exercises is not None and all(isinstance(e, Exercise) for e in exercises):
+        return list(exercises)
+    if lesson is None:
+        raise ValueError("which lesson? Name the file NN_name.py (e.g. 01_tensor_products.py) "
+                         "or pass --lesson NN")
+    registered = lesson_exercises(lesson)
+    if exercises is None:
+        return registered
+    by_name = {e.name: e for e in registered}
+    chosen = []
+    for item in exercises:
+        if isinstance(item, Exercise):
+            chosen.append(item)
+        elif item in by_name:
+            chosen.append(by_name[item])
+        else:
+            known = ", ".join(by_name) or "none"
+            raise LookupError(f"lesson {lesson} has no exercise called {item!r} (its exercises: {known})")
+    return chosen
+
+
+def lesson_exercises(lesson: int) -> list:
+    from mechinterp_edu.course import get_lesson
+    from mechinterp_edu.grader.spec import exercises_for
+
+    info = get_lesson(lesson)
+    try:
+        return exercises_for(info.number)
+    except ModuleNotFoundError as exc:
+        if exc.name and info.grading.startswith(exc.name):
+            raise LookupError(f"lesson {info.number:02d} ({info.slug}) has no graded exercises yet "
+                              f"({info.grading} does not exist)") from None
+        raise
+
+
+# --------------------------------------------------------------------------- cases & references
+@dataclass
+class _Prepared:
+    exercise: Any
+    device: str
+    cases: list = field(default_factory=list)
+    specs: list = field(default_factory=list)
+    arrays: dict = field(default_factory=dict)
+    data: list = field(default_factory=list)       # compare.CaseData per case
+    error: str = ""
+    _mistakes: Optional[list] = None
+    _terms: dict = field(default_factory=dict)
+
+
+_CACHE: "OrderedDict[tuple, _Prepared]" = OrderedDict()
+_CACHE_SIZE = 64
+
+
+def _to_device(value, device):
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        return value.detach().clone().to(device)
+    if isinstance(value, list):
+        return [_to_device(v, device) for v in value]
+    if isinstance(value, tuple):
+        return tuple(_to_device(v, device) for v in value)
+    if isinstance(value, dict):
+        return {k: _to_device(v, device) for k, v in value.items()}
+    return value
+
+
+def _float_dtypes(value, out: list) -> list:
+    import torch
+
+    if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
+        out.append(str(value.dtype).replace("torch.", ""))
+    elif isinstance(value, (list, tuple)):
+        for v in value:
+            _float_dtypes(v, out)
+    elif isinstance(value, dict):
+        for v in value.values():
+            _float_dtypes(v, out)
+    return out
+
+
+def _normalize_trusted(value, kind: str):
+    """Encode a trusted (reference / mistake) output exactly as a learner's is encoded."""
+    import numpy as np
+    import torch
+
+    from mechinterp_edu.grader import _child
+
+    arrays: dict = {}
+    meta = _child.encode_output(value, kind, "r", arrays, torch, np)
+    return normalize_output(meta, arrays)
+
+
+def _output_dtypes(value) -> list:
+    if isinstance(value, ArrayOut):
+        return [value.dtype]
+    if isinstance(value, TupleOut):
+        return [d for item in value.items for d in _output_dtypes(item)]
+    return []
+
+
+def _prepare(exercise, device: str) -> _Prepared:
+    key = (id(exercise), device)
+    cached = _CACHE.get(key)
+    if cached is not None and cached.exercise is exercise:
+        _CACHE.move_to_end(key)
+        return cached
+    from mechinterp_edu.grader.compare import CaseData, tolerance_for
+
+    prepared = _Prepared(exercise, device)
+    try:
+        cases = list(exercise.cases())
+    except Exception as exc:  # noqa: BLE001 - a broken spec must not stop the other exercises
+        prepared.error = f"grader error: the cases of `{exercise.name}` could not be built ({type(exc).__name__}: {exc})"
+        return prepared
+    try:
+        for j, case in enumerate(cases):
+            prepared.specs.append(encode_args(case.args, f"{exercise.name}_{j}", prepared.arrays))
+            expected = _normalize_trusted(exercise.reference(*_to_device(case.args, device)),
+                                          exercise.output)
+            if isinstance(expected, OtherOut):
+                raise TypeError(f"the reference returned {expected.type} for a {exercise.output!r} exercise")
+            dtypes = _float_dtypes(case.args, []) + _output_dtypes(expected)
+            tol = tolerance_for(exercise.rtol, exercise.atol_frac, dtypes)
+            prepared.data.append(CaseData(case.label, dict(case.info), expected, tol, case))
+        prepared.cases = cases
+    except Exception as exc:  # noqa: BLE001
+        prepared.error = (f"grader error: the reference answer of `{exercise.name}` could not be "
+                          f"computed ({type(exc).__name__}: {exc})")
+        return prepared
+    _CACHE[key] = prepared
+    while len(_CACHE) > _CACHE_SIZE:
+        _CACHE.popitem(last=False)
+    return prepared
+
+
+def _mistake_outputs(prepared: _Prepared) -> list:
+    if prepared._mistakes is None:
+        out = []
+        for mistake in prepared.exercise.mistakes:
+            outputs = []
+            for case in prepared.cases:
+                try:
+                    value = _normalize_trusted(mistake.fn(*_to_device(case.args, prepared.device)),
+                                               prepared.exercise.output)
+                    outputs.append(None if isinstance(value, OtherOut) else value)
+                except Exception:  # noqa: BLE001 - a wrong variant may not apply to every case
+                    outputs.append(None)
+            out.append((mistake, outputs))
+        prepared._mistakes = out
+    return prepared._mistakes
+
+
+def _terms(prepared: _Prepared, index: int):
+    if prepared.exercise.terms is None:
+        return None
+    if index not in prepared._terms:
+        import numpy as np
+        import torch
+
+        try:
+            raw = prepared.exercise.terms(prepared.cases[index])
+            terms = {}
+            for name, value in dict(raw).items():
+                if isinstance(value, torch.Tensor):
+                    value = value.detach().to("cpu")
+                    value = value.to(torch.complex128 if value.is_complex() else torch.float64).numpy()
+                terms[str(name)] = np.asarray(value, dtype=np.float64)
+        except Exception:  # noqa: BLE001
+            terms = None
+        prepared._terms[index] = terms
+    return prepared._terms[index]
+
+
+def _to_torch(value, kind: str = "tensor"):
+    import torch
+
+    if isinstance(value, ArrayOut):
+        return torch.from_numpy(value.values.copy()) if value.values is not None else None
+    if isinstance(value, NumberOut):
+        return value.value
+    if isinstance(value, TupleOut):
+        return tuple(_to_torch(v) for v in value.items)
+    if isinstance(value, RowsOut):
+        return set(value.rows) if kind == "set" else list(value.rows)
+    return None
+
+
+# --------------------------------------------------------------------------- grading
+def _load_error_feedback(error: dict) -> str:
+    message = error.get("message", "")
+    if "not allowed in graded code" in message or "not allowed in the grader's sandbox" in message:
+        core = message.split(":", 1)[1].strip() if message.startswith(("ImportError", "PermissionError")) else message
+        return f"your file could not be loaded: {core}"
+    if error.get("exit"):
+        return ("your file called sys.exit() (or raised SystemExit) while loading: remove it; the "
+                "grader imports your file and calls your functions")
+    if error.get("etype") == "SyntaxError":
+        return f"syntax error: {message}"
+    text = (f"your file raised {error.get('etype', 'an exception')} while loading, before any "
+            "exercise could run")
+    tb = error.get("traceback", "")
+    return text + (":\n" + tb.rstrip() + "\n" + message if tb else f": {message}")
+
+
+def _device_name() -> str:
+    from mechinterp_edu.device import get_device
+
+    return str(get_device())
+
+
+def _grade_submission(sub: Submission, lesson, exercises: ExerciseSelection, sandbox: bool,
+                      limits: Optional[Limits], file_label: str) -> FileReport:
+    from mechinterp_edu.grader.compare import assess
+
+    start = time.perf_counter()
+    limits = limits or Limits()
+    lesson_number = resolve_lesson(lesson)
+    runner = None
+    if sandbox and not sub.problem and sub.sources:
+        runner = SandboxRunner(sub.sources, sub.continue_on_error, limits)   # starts importing torch now
+    try:
+        chosen = resolve_exercises(lesson_number, exercises)
+        if lesson_number is None and chosen:
+            lesson_number = chosen[0].lesson
+        report = FileReport(file_label, lesson_number, 0, sum(e.points for e in chosen),
+                            notes=list(sub.notes))
+        if not chosen:
+            return report
+        results: dict[int, ExerciseResult] = {}
+        if sub.problem or not sub.sources:
+            problem = sub.problem or "the notebook has no code cells to grade"
+            for i, ex in enumerate(chosen):
+                results[i] = ExerciseResult(ex.name, False, 0, ex.points, problem)
+        else:
+            device = _device_name()
+            prepared = [_prepare(ex, device) for ex in chosen]
+            runnable = [i for i, p in enumerate(prepared) if not p.error]
+            for i, p in enumerate(prepared):
+                if p.error:
+                    results[i] = ExerciseResult(p.exercise.name, False, 0, p.exercise.points, p.error)
+            job, inputs = [], {}
+            for i in runnable:
+                p = prepared[i]
+                job.append({"name": p.exercise.name, "output": p.exercise.output, "cases": p.specs})
+                inputs.update(p.arrays)
+            timeouts = [limits.exercise_timeout(prepared[i].exercise.timeout_s) for i in runnable]
+            if runnable:
+                if runner is not None:
+                    run: RunResult = runner.run(job, inputs, timeouts, device)
+                else:
+                    run = run_in_process(sub.sources, sub.continue_on_error, job, inputs, device)
+            else:
+                run = RunResult([], [])
+            fatal = ""
+            if run.load_errors and not sub.continue_on_error:
+                fatal = _load_error_feedback(run.load_errors[0])
+            cell_notes = [f"note: {e.get('source', 'a cell')} raised {e.get('message', e.get('etype', ''))}"
+                          for e in run.load_errors] if sub.continue_on_error else []
+            for slot, i in enumerate(runnable):
+                p = prepared[i]
+                ex_run = run.exercises[slot]
+                if fatal:
+                    passed, feedback = False, fatal
+                elif ex_run.status == "load_failed" and ex_run.message:
+                    passed, feedback = False, ex_run.message
+                else:
+                    passed, feedback = assess(
+                        p.exercise, p.data, ex_run,
+                        mistake_outputs=lambda p=p: _mistake_outputs(p),
+                        terms_for=lambda j, p=p: _terms(p, j),
+                        to_torch=lambda v, p=p: _to_torch(v, p.exercise.output),
+                        memory_mb=limits.memory_mb)
+                    if not passed and (cell_notes or sub.notes):
+                        feedback = "\n".join([feedback, *sub.notes, *cell_notes])
+                results[i] = ExerciseResult(p.exercise.name, passed, p.exercise.points if passed else 0,
+                                            p.exercise.points, feedback)
+        report.results = [results[i] for i in range(len(chosen))]
+        report.score = sum(r.score for r in report.results)
+        report.seconds = time.perf_counter() - start
+        return report
+    finally:
+        if runner is not None:
+            runner.close()
+
+
+def grade_source(source: str, lesson=None, exercises: ExerciseSelection = None,
+                 sandbox: bool = True, *, kind: str = "py", filename: Optional[str] = None,
+                 limits: Optional[Limits] = None) -> FileReport:
+    """Grade source text (a .py file's text, or a notebook's JSON with ``kind="ipynb"``)."""
+    display = filename or ("submission.ipynb" if kind == "ipynb" else "submission.py")
+    sub = submission_from_text(source, kind, Path(display).name)
+    return _grade_submission(sub, lesson, exercises, sandbox, limits, display)
+
+
+def grade_file(path, lesson=None, exercises: ExerciseSelection = None, *,
+               limits: Optional[Limits] = None, sandbox: bool = True) -> FileReport:
+    """Grade a .py file or an .ipynb notebook. The lesson comes from ``lesson`` or the file's
+    name (``NN_name.py``); a missing file or an unknown lesson raises with a clear message."""
+    from mechinterp_edu.grader.spec import Exercise
+
+    path = Path(path)
+    explicit = bool(exercises) and all(isinstance(e, Exercise) for e in exercises)
+    if lesson is None and not explicit:
+        lesson = lesson_from_name(path)
+        if lesson is None:
+            raise ValueError(f"cannot tell which lesson {path.name} belongs to: name it NN_name.py "
+                             "(e.g. 01_tensor_products.py) or pass --lesson NN")
+    sub = load_submission(path)
+    return _grade_submission(sub, lesson, exercises, sandbox, limits, str(path))
+
+
+def grade_files(paths: Iterable[tuple[Path, Optional[Union[int, str]]]], *,
+                limits: Optional[Limits] = None) -> Iterable[FileReport]:
+    """Grade several files, one after the other (yielding each report as it is ready)."""
+    for path, lesson in paths:
+        yield grade_file(path, lesson, limits=limits)
