@@ -109,15 +109,24 @@ def browser(chromium):
             b.close()
 
 
+SCRIPT_STATE = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    return app ? app.getAttribute('data-test-script-state') : null;
+}"""
+
+
 def wait_until_idle(page, timeout_s: float = PAGE_IDLE_S) -> None:
-    """Until the script has finished: no running indicator or skeleton, content shown, stable."""
+    """Until the script has finished (stApp's script state is notRunning), nothing is still
+    loading (no status widget, skeleton or spinner), the main block has content, and all of
+    that has held for STABLE_S seconds."""
     deadline = time.monotonic() + timeout_s
     stable_since = None
     while time.monotonic() < deadline:
+        finished = page.evaluate(SCRIPT_STATE) == "notRunning"
         busy = page.locator('[data-testid="stStatusWidget"], [data-testid="stAppSkeleton"], '
                             '[data-testid="stSkeleton"], [data-testid="stSpinner"]').count() > 0
         content = page.locator('[data-testid="stMainBlockContainer"] [data-testid="stElementContainer"]').count() > 0
-        if not busy and content:
+        if finished and not busy and content:
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since >= STABLE_S:
                 return
@@ -147,7 +156,7 @@ def open_page(browser, url: str):
 def screenshot(page, name: str) -> Path:
     """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it."""
     height = page.evaluate("() => Math.max(...[...document.querySelectorAll("
-                           "'[data-testid=\"stMain\"], [data-testid=\"stSidebar\"]')].map(e => e.scrollHeight), 600)")
+                           "'[data-testid=\"stMain\"], [data-testid=\"stSidebarContent\"]')].map(e => e.scrollHeight), 600)")
     page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, MAX_SCREENSHOT_HEIGHT)})
     page.wait_for_timeout(1000)   # let vega and KaTeX finish drawing at the new size
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -164,7 +173,9 @@ def test_page_renders_in_chromium(server, browser, url_path):
         assert exceptions.count() == 0, exceptions.all_inner_texts()
         body = page.locator('[data-testid="stMain"]').inner_text()
         assert "Traceback (most recent call last)" not in body
-        assert page.locator("h1").count() >= 1, "the page has no title"
+        assert page.locator("h1, h2, h3").count() >= 1, "the page has no heading"
+        bad_latex = page.locator(".katex-error").evaluate_all("els => els.map(e => e.title || e.textContent)")
+        assert not bad_latex, f"KaTeX could not render {len(bad_latex)} formula(s) on /{url_path}: {bad_latex[:3]}"
         shot = screenshot(page, url_path or "home")
         assert shot.stat().st_size > 10_000
     finally:

@@ -97,7 +97,7 @@ def test_home_exercises_and_classroom_pages_render():
 
     goto(at, "classroom")
     assert_clean(at)
-    assert at.title[0].value.startswith("Lesson 1:")
+    assert at.subheader[0].value.startswith("Lesson 1:")
 
 
 def _first(controls, kinds):
@@ -417,7 +417,7 @@ def test_fixture_classroom_next_back_and_state_survives_page_switches(fixture_co
     # The classroom page shares the step and controls of the lesson.
     goto(at, "classroom")
     assert_clean(at)
-    assert at.title[0].value == "Lesson 1: Fixture lesson" and any("Step 5 of 5" in t for t in texts(at))
+    assert at.subheader[0].value == "Lesson 1: Fixture lesson" and any("Step 5 of 5" in t for t in texts(at))
     at.selectbox(key="classroom::lesson").set_value(2).run()
     assert_clean(at)
     assert any("not written yet" in i.value for i in at.info)

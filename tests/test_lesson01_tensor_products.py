@@ -464,9 +464,12 @@ def attention_patterns(tokens, W_E, W_pos, W_Q, W_K):
             s = s / math.sqrt(d)
         elif SCALE == "d_head":
             s = s / d
-        if MASK:
+        if MASK is True:
             s = s.masked_fill(torch.ones(n, n, dtype=torch.bool).triu(1), float("-inf"))
-        heads.append(torch.softmax(s, dim=1 if AXIS == "key" else 0))
+        p = torch.softmax(s, dim=1 if AXIS == "key" else 0)
+        if MASK == "after":
+            p = p * torch.ones(n, n, dtype=p.dtype).tril()
+        heads.append(p)
     return torch.stack(heads)
 
 
@@ -547,6 +550,7 @@ MISTAKE_SUBMISSIONS = [
     ("attention_patterns", "missing 1/sqrt(d_head)", dict(scale="none")),
     ("attention_patterns", "1/d_head instead of 1/sqrt(d_head)", dict(scale="d_head")),
     ("attention_patterns", "no causal mask", dict(mask=False)),
+    ("attention_patterns", "mask applied after the softmax", dict(mask="after")),
     ("attention_patterns", "softmax over the wrong axis", dict(axis="query")),
     ("attention_patterns", "missing positional embeddings", dict(pos_attn=False)),
     ("attention_patterns", "queries and keys swapped", dict(swap=True)),
@@ -560,6 +564,7 @@ MISTAKE_SUBMISSIONS = [
     ("tensor_product_logits", "1/d_head instead of 1/sqrt(d_head)", dict(scale="d_head")),
     ("tensor_product_logits", "no causal mask", dict(mask=False)),
     ("tensor_product_logits", "softmax over the wrong axis", dict(axis="query")),
+    ("tensor_product_logits", "mask applied after the softmax", dict(mask="after")),
     ("kron_apply", "the notes' outer product", dict(kron_mode="outer")),
     ("kron_apply", "Kronecker factors swapped", dict(kron_mode="swapped")),
     ("kron_apply", "column-major vec with A ⊗ W", dict(kron_mode="colmajor")),

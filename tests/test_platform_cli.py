@@ -85,7 +85,7 @@ def test_bad_model_is_one_clear_line():
 
 def test_bad_device_is_one_clear_line(monkeypatch):
     monkeypatch.setenv("MECHINTERP_EDU_DEVICE", "banana")  # inherited by the child process
-    proc = run_cli("train", "skip_trigrams", "--steps", "1", "--no-save")
+    proc = run_cli("bench", "--quick")  # reports the device first
     _assert_clean_error(proc, "MECHINTERP_EDU_DEVICE")
 
 

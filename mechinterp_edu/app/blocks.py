@@ -24,7 +24,7 @@ def render_step(step: LessonStep, *, lesson: int, ctx: dict[str, Any], ctx_ok: b
 
 def render_block(block: Block, *, lesson: int, ctx: dict[str, Any], ctx_ok: bool, large: bool) -> None:
     if block.kind == "markdown":
-        st.markdown(block.text)
+        render.markdown(block.text)
     elif block.kind == "code":
         st.code(block.text, language="python")
     elif block.kind == "derivation":

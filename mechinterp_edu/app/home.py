@@ -133,15 +133,21 @@ def _model_rows() -> list[dict]:
             path = spec.checkpoint_path
             if path.exists():
                 metrics = _checkpoint_metrics(name, path.stat().st_mtime_ns)
-                row["checkpoint"] = f"{path.name} ({path.stat().st_size / 1e6:.1f} MB)"
+                row["checkpoint"] = f"{path.name} ({_size(path.stat().st_size)})"
                 value = metrics.get(spec.headline_metric)
                 row["metric"] = f"{spec.headline_metric} = {value:.4g}" if value is not None else ""
             else:
                 row["checkpoint"] = f"missing: run `{spec.rebuild_command}`"
+        except ModuleNotFoundError as exc:
+            row["checkpoint"] = f"recipe not written yet ({exc.name})"
         except Exception as exc:  # noqa: BLE001
             row["checkpoint"] = explain(exc, "This model")
         rows.append(row)
     return rows
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.0f} kB"
 
 
 @st.cache_data(show_spinner=False, max_entries=16)

@@ -41,7 +41,10 @@ def lesson_page(number: int, *, classroom: bool | None = None) -> None:
     ctx, problems = controls.validate(lesson.controls, ctx)
     _sidebar_tools()
 
-    st.title(f"Lesson {number}: {lesson.title}")
+    if classroom:   # the presenter's screen belongs to the step: a small lesson title
+        st.subheader(f"Lesson {number}: {lesson.title}", anchor=False)
+    else:
+        st.title(f"Lesson {number}: {lesson.title}")
     minutes = lesson.meta.get("minutes")
     if minutes and not classroom:
         st.caption(f"About {minutes} minutes · {len(lesson.steps)} steps · source `{info.source_path.name}`")

@@ -8,6 +8,7 @@ stretches charts and tables to the page width and makes charts taller.
 from __future__ import annotations
 
 import numbers
+import re
 from typing import Any
 
 import altair as alt
@@ -28,7 +29,7 @@ def render_output(out: Any, *, large: bool = False) -> None:
     elif isinstance(out, (pd.DataFrame, pd.Series)) or type(out).__name__ == "Styler":
         st.dataframe(out, width="stretch" if large else "content")
     elif isinstance(out, str):
-        st.markdown(out)
+        markdown(out)
     elif isinstance(out, StepResult):
         render_verdicts([out])
     elif isinstance(out, dict):
@@ -45,6 +46,28 @@ def render_output(out: Any, *, large: bool = False) -> None:
         st.metric("value", format_value(out))
     else:
         st.write(out)
+
+
+_DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
+
+
+def normalize_math(md: str) -> str:
+    """Put display math that spans lines (``$$a\n+ b$$``) in block form (``$$`` on lines of
+    their own), so that a continuation line is not read as markdown (``+ b`` as a list item)
+    and KaTeX gets the whole formula. Fenced code is left alone."""
+    parts = re.split(r"(^(?:```|~~~).*?^(?:```|~~~)[^\n]*$)", md, flags=re.MULTILINE | re.DOTALL)
+    out = []
+    for i, part in enumerate(parts):
+        if i % 2 == 1:                       # a fenced code block
+            out.append(part)
+            continue
+        out.append(_DISPLAY_MATH.sub(
+            lambda m: f"\n\n$$\n{m.group(1).strip()}\n$$\n\n" if "\n" in m.group(1) else m.group(0), part))
+    return "".join(out)
+
+
+def markdown(md: str) -> None:
+    st.markdown(normalize_math(md))
 
 
 def render_chart(chart: alt.TopLevelMixin, *, large: bool = False) -> None:

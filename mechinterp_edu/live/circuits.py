@@ -22,6 +22,7 @@ from mechinterp_edu.reference import circuits as ref
 
 @functools.lru_cache(maxsize=8)
 def _circuits(name: str) -> dict[str, torch.Tensor]:
+    """Every head's circuits for a model actually used (``Setup.name``: fallback already resolved)."""
     w, _ = cached_weights(name)
     return {
         "qk": ref.full_qk_circuit(w["W_E"], w["W_Q"], w["W_K"]),

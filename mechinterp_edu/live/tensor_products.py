@@ -23,21 +23,53 @@ WEIGHT_KEYS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")
 
 
 # --------------------------------------------------------------------------- shared set-up
+FALLBACK = "random-4h"
+
+
 @functools.lru_cache(maxsize=8)
+def _load(name: str, dtype_name: str):
+    """Load (trained) or build (random) a model; raises if it cannot. lru_cache keeps successes
+    only (exceptions are not cached), so a checkpoint written later is picked up."""
+    dtype = getattr(torch, dtype_name)
+    if name in ref.TOY_SHAPES:
+        return ref.random_toy_model(name, dtype=dtype, device="cpu")
+    from mechinterp_edu.models.zoo import load_model
+    return load_model(name, device="cpu", dtype=dtype)
+
+
+def resolved_name(name: str, dtype_name: str = "float64") -> tuple[str, str]:
+    """(name of the model actually used, note): the trained model, or the random fallback + why."""
+    if name not in ref.TOY_SHAPES and name != "skip_trigrams":
+        raise InputProblem(f"unknown model {name!r}; choose skip_trigrams or one of {sorted(ref.TOY_SHAPES)}.")
+    try:
+        _load(name, dtype_name)
+        return name, ""
+    except Exception as exc:  # noqa: BLE001 - missing checkpoint: say so, show a random model
+        first = str(exc).splitlines()[0] if str(exc) else "no detail"
+        return FALLBACK, (f"The trained {name} model could not be loaded ({type(exc).__name__}: {first}); "
+                          f"showing {FALLBACK} instead.")
+
+
 def cached_model(name: str, dtype_name: str = "float64"):
     """(model, note) for a model name; float64 by default so comparisons show rounding only."""
-    return ref.lesson_model(name, dtype=getattr(torch, dtype_name), device="cpu")
+    actual, note = resolved_name(name, dtype_name)
+    return _load(actual, dtype_name), note
 
 
 @functools.lru_cache(maxsize=8)
+def _weights(actual: str) -> dict[str, torch.Tensor]:
+    return ref.model_weights(_load(actual, "float64"), dtype=torch.float64, device="cpu")
+
+
 def cached_weights(name: str) -> tuple[dict[str, torch.Tensor], str]:
-    model, note = cached_model(name)
-    return ref.model_weights(model, dtype=torch.float64, device="cpu"), note
+    """(layer-0 weights in float64, note), cached per model actually used."""
+    actual, note = resolved_name(name)
+    return _weights(actual), note
 
 
 def vocabulary(name: str) -> Optional[tuple[str, ...]]:
     """Token names of the trained model (None for random models or when it is unavailable)."""
-    if name != "skip_trigrams" or cached_model(name)[1]:
+    if name != "skip_trigrams" or resolved_name(name)[0] != name:
         return None
     from mechinterp_edu.models.skip_trigrams import VOCAB
     return tuple(VOCAB)
@@ -116,11 +148,9 @@ def _skip_trigram_names() -> tuple[str, ...]:
 def setup(ctx: dict[str, Any]) -> Setup:
     """Resolve the controls: model, weights (float64), prompt tokens, head. Raises InputProblem."""
     name = str(ctx.get("model") or "skip_trigrams")
-    try:
-        model, note = cached_model(name)
-    except ValueError as exc:
-        raise InputProblem(str(exc)) from None
+    model, note = cached_model(name)
     weights, _ = cached_weights(name)
+    name = resolved_name(name)[0]
     notes = [note] if note else []
     d_vocab, n_ctx = weights["W_E"].shape[0], weights["W_pos"].shape[0]
     ids = _prompt_ids(ctx.get("prompt", DEFAULT_PROMPT), name, d_vocab, n_ctx, notes)

@@ -21,7 +21,6 @@ from typing import Any, Iterable, Optional
 
 import torch
 
-from mechinterp_edu.models.native import boot_native_bridge, zero_and_freeze_biases
 from mechinterp_edu.models.zoo import ModelSpec, TrainResult, register
 
 NAME = "max_of_4"
@@ -56,6 +55,9 @@ TRAINING_BUGS = ("last_token_target", "sqrt_d_multiplier")
 
 def build(config: Optional[dict[str, Any]] = None):
     """A randomly initialised max-of-4 bridge (uses torch's global RNG), biases zero and frozen."""
+    # Imported here: reading the checkpoint's weights (weights_from_checkpoint) needs no TransformerLens.
+    from mechinterp_edu.models.native import boot_native_bridge, zero_and_freeze_biases
+
     model = boot_native_bridge(dict(config or CONFIG))
     return zero_and_freeze_biases(model)
 
@@ -157,6 +159,33 @@ def _train_loop(recipe: dict[str, Any], bugs: frozenset[str], device: torch.devi
         bar.close()
     model.eval()
     return model, time.perf_counter() - start
+
+
+def weights_from_checkpoint(dtype: torch.dtype = torch.float32, path=None) -> dict[str, torch.Tensor]:
+    """The shipped weights in lesson 4's shapes (W_Q, W_K, W_V [d_model, d_head], W_O [d_head,
+    d_model], head axis removed), read from the checkpoint without building a bridge.
+
+    The bridge's Linear layers store [out, in] matrices, so each is transposed; a test checks
+    the result against ``layer_weights`` of the loaded bridge.
+    """
+    from mechinterp_edu.models.zoo import CheckpointError, read_checkpoint
+
+    state = read_checkpoint(NAME, path)["state_dict"]
+    for key in ("blocks.0.attn.q.bias", "blocks.0.attn.k.bias", "blocks.0.attn.v.bias",
+                "blocks.0.attn.o.bias", "unembed.bias"):
+        if key in state and state[key].abs().max().item() != 0.0:
+            raise CheckpointError(f"{key} is not zero in the {NAME} checkpoint; rebuild it with "
+                                  f"`python -m mechinterp_edu train {NAME}`.")
+    out = {
+        "W_E": state["embed.weight"],
+        "W_pos": state["pos_embed.weight"],
+        "W_Q": state["blocks.0.attn.q.weight"].T,
+        "W_K": state["blocks.0.attn.k.weight"].T,
+        "W_V": state["blocks.0.attn.v.weight"].T,
+        "W_O": state["blocks.0.attn.o.weight"].T,
+        "W_U": state["unembed.weight"].T,
+    }
+    return {k: v.to(dtype).contiguous() for k, v in out.items()}
 
 
 def evaluate(model) -> dict[str, float]:

@@ -67,15 +67,17 @@ from mechinterp_edu.models.native import boot_native_bridge, zero_and_freeze_bia
 from mechinterp_edu.models.zoo import ModelSpec, TrainResult, register
 
 # --------------------------------------------------------------------------- vocabulary
+BOS = "<s>"
 FILLERS: tuple[str, ...] = ("the", "a", "it", "was", "and", "of", "we", "you", "they", "so",
-                            "but", "then", "very", "not", "just", "now", "here", "all", "that")
+                            "but", "then", "very", "not", "just", "now", "here", "all")
 A_TOKENS: tuple[str, ...] = ("keep", "take", "make", "pay", "break", "hold", "give", "bring",
                              "catch", "turn", "run", "set")
 B_TOKENS: tuple[str, ...] = ("in", "at", "on", "to")
 C_TOKENS: tuple[str, ...] = ("mind", "bay", "heart", "sense", "attention", "ice", "breath", "way",
                              "light", "fire", "page", "risk", "sail")
-VOCAB: tuple[str, ...] = FILLERS + A_TOKENS + B_TOKENS + C_TOKENS
+VOCAB: tuple[str, ...] = (BOS,) + FILLERS + A_TOKENS + B_TOKENS + C_TOKENS
 TOKEN_ID: dict[str, int] = {word: i for i, word in enumerate(VOCAB)}
+BOS_ID = 0
 
 # (A, B, C) by name. Each A except "keep" has a single C reached through two B tokens.
 PLANTED_NAMES: tuple[tuple[str, str, str], ...] = (
@@ -109,7 +111,7 @@ CONFIG: dict[str, Any] = {
 RECIPE: dict[str, Any] = {
     "seed": 0, "steps": 3000, "batch_size": 256, "lr": 3e-3, "betas": (0.9, 0.98),
     "weight_decay": 0.01, "warmup_steps": 100, "final_lr_fraction": 0.1,
-    "p_plant": 0.9, "distractor_slots": 3, "p_distractor": 0.5,
+    "p_plant": 0.9, "noise_fillers": 0.7, "noise_a": 0.08, "noise_b": 0.1, "noise_c": 0.12,
     "eval_seed": 12345, "eval_sequences": 4096,
 }
 
@@ -150,9 +152,11 @@ def trigram_names(triple: Iterable[int]) -> str:
 
 
 # --------------------------------------------------------------------------- data
-_FILLER_IDS = torch.arange(0, len(FILLERS))
-_A_IDS = torch.tensor([TOKEN_ID[w] for w in A_TOKENS])
-_B_IDS = torch.tensor([TOKEN_ID[w] for w in B_TOKENS])
+def _ids(words: Iterable[str]) -> torch.Tensor:
+    return torch.tensor([TOKEN_ID[w] for w in words])
+
+
+_FILLER_IDS, _A_IDS, _B_IDS, _C_IDS = _ids(FILLERS), _ids(A_TOKENS), _ids(B_TOKENS), _ids(C_TOKENS)
 _PLANTED_T = torch.tensor(PLANTED)                       # [n_planted, 3]
 
 
@@ -167,58 +171,76 @@ def _pair_table() -> torch.Tensor:
 _PAIR_C = _pair_table()
 
 
-def firing(tokens: torch.Tensor) -> torch.Tensor:
-    """[batch, L, L] bool: (row, i, j) where j < i <= L-2 and (t[j], t[i]) is a planted pair."""
-    L = tokens.shape[1]
-    c = _PAIR_C.to(tokens.device)[tokens.unsqueeze(1), tokens.unsqueeze(2)]   # [b, i, j]: pair (t_j, t_i)
-    i = torch.arange(L, device=tokens.device)
-    allowed = (i.view(L, 1) > i.view(1, L)) & (i.view(L, 1) <= L - 2)
-    return (c >= 0) & allowed
+def noise_distribution(recipe: dict[str, Any] | None = None) -> torch.Tensor:
+    """[d_vocab] probabilities of a background token (never BOS)."""
+    r = dict(RECIPE, **(recipe or {}))
+    probs = torch.zeros(len(VOCAB))
+    for ids, mass in ((_FILLER_IDS, r["noise_fillers"]), (_A_IDS, r["noise_a"]),
+                      (_B_IDS, r["noise_b"]), (_C_IDS, r["noise_c"])):
+        probs[ids] = mass / len(ids)
+    return probs / probs.sum()
+
+
+def apply_rule(tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Enforce the language's rule left to right, in place on a copy.
+
+    At each position k <= L-2 holding a B token, the planted pairs (A, B) whose A occurs
+    at some j < k decide the next token: exactly one C among them -> ``t[k+1] = C``.
+    Returns ``(tokens, fires [batch, L-1] bool, conflict [batch] bool)``: fires[b, k]
+    marks positions whose next token was forced; conflict marks rows where two earlier
+    A tokens demanded different C tokens (such rows are not valid data).
+    """
+    tokens = tokens.clone()
+    b, L = tokens.shape
+    seen = torch.zeros(b, len(VOCAB), dtype=torch.bool)       # A tokens seen so far
+    fires = torch.zeros(b, L - 1, dtype=torch.bool)
+    conflict = torch.zeros(b, dtype=torch.bool)
+    rows = torch.arange(b)
+    for k in range(L - 1):
+        cand = _PAIR_C[:, tokens[:, k]].T                        # [b, vocab(A)] C of (A, t_k)
+        cand = torch.where(seen, cand, torch.full_like(cand, -1))
+        hi = cand.max(1).values
+        lo = torch.where(cand >= 0, cand, torch.full_like(cand, 10 ** 6)).min(1).values
+        fire = hi >= 0
+        conflict |= fire & (hi != lo)
+        fires[:, k] = fire
+        nxt = tokens[:, k + 1].clone()
+        nxt[fire] = hi[fire]
+        seen[rows, tokens[:, k]] = True
+        tokens[:, k + 1] = nxt
+    return tokens, fires, conflict
 
 
 def sample_batch(batch: int, generator: torch.Generator, n_ctx: int = CONFIG["n_ctx"],
                  recipe: dict[str, Any] | None = None) -> dict[str, torch.Tensor]:
     """``batch`` sequences of ``n_ctx + 1`` tokens from the synthetic language (on CPU).
 
-    Returns ``tokens [batch, n_ctx + 1]``, ``pos [batch]`` (the B position i, -1 if no
-    plant), ``target [batch]`` (C id or -1), ``planted [batch]`` (index into PLANTED or -1).
+    Returns ``tokens [batch, n_ctx + 1]`` (``tokens[:, 0]`` is BOS) and ``fires
+    [batch, n_ctx]``: the positions i whose next token ``tokens[:, i + 1]`` is the C of a
+    planted skip-trigram.
     """
     r = dict(RECIPE, **(recipe or {}))
     L = n_ctx + 1
     g = generator
-    tokens = _FILLER_IDS[torch.randint(len(FILLERS), (batch, L), generator=g)]
-    pairs = torch.tensor([(j, i) for i in range(1, L - 1) for j in range(i)])
-    pick = pairs[torch.randint(len(pairs), (batch,), generator=g)]
-    j, i = pick[:, 0], pick[:, 1]
-    which = torch.randint(len(PLANTED), (batch,), generator=g)
-    has = torch.rand(batch, generator=g) < r["p_plant"]
     rows = torch.arange(batch)
-    tri = _PLANTED_T[which]
-    base = tokens.clone()
-    for col, p in ((0, j), (1, i), (2, i + 1)):
-        base[rows[has], p[has]] = tri[has, col]
-    # distractors at free positions
-    noisy = base.clone()
-    taken = torch.zeros(batch, L, dtype=torch.bool)
-    for p in (j, i, i + 1):
-        taken[rows[has], p[has]] = True
-    for _ in range(r["distractor_slots"]):
-        use = torch.rand(batch, generator=g) < r["p_distractor"]
-        pos = torch.randint(L, (batch,), generator=g)
-        use &= ~taken[rows, pos]
-        is_a = torch.rand(batch, generator=g) < 0.5
-        tok = torch.where(is_a, _A_IDS[torch.randint(len(_A_IDS), (batch,), generator=g)],
-                          _B_IDS[torch.randint(len(_B_IDS), (batch,), generator=g)])
-        noisy[rows[use], pos[use]] = tok[use]
-        taken[rows[use], pos[use]] = True
-    ok = firing(noisy).flatten(1).sum(1) == has.long()
-    tokens = torch.where(ok.unsqueeze(1), noisy, base)
-    return {
-        "tokens": tokens,
-        "pos": torch.where(has, i, torch.full_like(i, -1)),
-        "target": torch.where(has, tri[:, 2], torch.full_like(i, -1)),
-        "planted": torch.where(has, which, torch.full_like(i, -1)),
-    }
+    noise = torch.multinomial(noise_distribution(r), batch * L, replacement=True, generator=g).view(batch, L)
+    fillers = _FILLER_IDS[torch.randint(len(FILLERS), (batch, L), generator=g)]
+    # one planted (A, B): A at j, B at i, 1 <= j < i <= L-2
+    pairs = torch.tensor([(j, i) for i in range(2, L - 1) for j in range(1, i)])
+    j, i = pairs[torch.randint(len(pairs), (batch,), generator=g)].unbind(1)
+    tri = _PLANTED_T[torch.randint(len(PLANTED), (batch,), generator=g)]
+    has = torch.rand(batch, generator=g) < r["p_plant"]
+    out = []
+    for background in (noise, fillers):
+        t = background.clone()
+        t[:, 0] = BOS_ID
+        t[rows[has], j[has]] = tri[has, 0]
+        t[rows[has], i[has]] = tri[has, 1]
+        out.append(apply_rule(t))
+    (t_noise, f_noise, bad), (t_fill, f_fill, _) = out
+    tokens = torch.where(bad.unsqueeze(1), t_fill, t_noise)
+    fires = torch.where(bad.unsqueeze(1), f_fill, f_noise)
+    return {"tokens": tokens, "fires": fires}
 
 
 # --------------------------------------------------------------------------- model
@@ -269,6 +291,18 @@ def _lr_factor(step: int, steps: int, r: dict[str, Any]) -> float:
     return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
 
+def _train_loop(model, opt, sched, gen, bar, r, device) -> None:
+    for _ in bar:
+        tokens = sample_batch(r["batch_size"], gen, recipe=r)["tokens"].to(device)
+        logits = forward_fast(model, tokens[:, :-1])
+        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+
+
 def train(steps: int | None = None, device: torch.device | str | None = None,
           progress: bool = True, seed: int | None = None, evaluate_result: bool = True) -> TrainResult:
     """Train from scratch with :data:`RECIPE` (``steps`` overrides the number of steps)."""
@@ -292,15 +326,14 @@ def train(steps: int | None = None, device: torch.device | str | None = None,
 
     bar = tqdm(range(r["steps"]), desc="skip_trigrams", disable=not progress, mininterval=0.5)
     start = time.perf_counter()
-    for _ in bar:
-        tokens = sample_batch(r["batch_size"], gen)["tokens"].to(device)
-        logits = forward_fast(model, tokens[:, :-1])
-        loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+    # Tiny matrices: one CPU thread is fastest (and fair to other processes); restored below.
+    threads = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+    try:
+        _train_loop(model, opt, sched, gen, bar, r, device)
+    finally:
+        torch.set_num_threads(threads)
     r["train_seconds"] = round(time.perf_counter() - start, 1)
     r["device"] = str(device)
     model.eval()
@@ -312,40 +345,43 @@ def train(steps: int | None = None, device: torch.device | str | None = None,
 
 # --------------------------------------------------------------------------- evaluation
 def eval_batch(n: int | None = None) -> dict[str, torch.Tensor]:
-    """The fixed held-out set (seed RECIPE['eval_seed']), planted rows only."""
+    """The fixed held-out set (seed RECIPE['eval_seed'])."""
     gen = torch.Generator().manual_seed(RECIPE["eval_seed"])
-    data = sample_batch(n or RECIPE["eval_sequences"], gen)
-    keep = data["pos"] >= 0
-    return {k: v[keep] for k, v in data.items()}
+    return sample_batch(n or RECIPE["eval_sequences"], gen)
 
 
 @torch.no_grad()
 def planted_accuracy(model, data: dict[str, torch.Tensor] | None = None) -> float:
+    """Fraction of firing positions where the argmax prediction is the planted C."""
     data = data or eval_batch()
     device = next(model.parameters()).device
-    logits = model(data["tokens"][:, :-1].to(device))
-    rows = torch.arange(len(data["pos"]))
-    pred = logits[rows, data["pos"].to(device)].argmax(-1).cpu()
-    return float((pred == data["target"]).float().mean())
+    logits = model(data["tokens"][:, :-1].to(device)).cpu()
+    fires = data["fires"]
+    pred = logits.argmax(-1)
+    return float((pred[fires] == data["tokens"][:, 1:][fires]).float().mean())
+
+
+def bug_contexts(n: int = 512, seed: int = 7, a: str = "keep", b: str = "in") -> tuple[torch.Tensor, torch.Tensor]:
+    """(with_a, control) [n, n_ctx]: BOS, fillers, ``a`` at a random position 1..n_ctx-2 (control:
+    a filler there), ``b`` at the last position."""
+    gen = torch.Generator().manual_seed(seed)
+    n_ctx = CONFIG["n_ctx"]
+    tokens = _FILLER_IDS[torch.randint(len(FILLERS), (n, n_ctx), generator=gen)]
+    tokens[:, 0] = BOS_ID
+    j = torch.randint(1, n_ctx - 1, (n,), generator=gen)
+    tokens[:, -1] = TOKEN_ID[b]
+    with_a = tokens.clone()
+    with_a[torch.arange(n), j] = TOKEN_ID[a]
+    return with_a, tokens
 
 
 @torch.no_grad()
 def bug_probabilities(model, n: int = 512, seed: int = 7) -> dict[str, float]:
-    """Mean P(bay) and P(mind) after ``keep ... in`` and after ``<filler> ... in``.
-
-    Contexts: random fillers, ``keep`` (or a filler) at a random position j, ``in`` at the
-    last position 13, j < 13.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    n_ctx = CONFIG["n_ctx"]
-    tokens = _FILLER_IDS[torch.randint(len(FILLERS), (n, n_ctx), generator=gen)]
-    j = torch.randint(n_ctx - 1, (n,), generator=gen)
-    tokens[:, -1] = TOKEN_ID["in"]
-    with_keep = tokens.clone()
-    with_keep[torch.arange(n), j] = TOKEN_ID["keep"]
+    """Mean P(bay) and P(mind) after ``keep ... in`` and after ``<filler> ... in``."""
+    with_keep, control = bug_contexts(n, seed)
     device = next(model.parameters()).device
     out = {}
-    for label, toks in (("keep", with_keep), ("control", tokens)):
+    for label, toks in (("keep", with_keep), ("control", control)):
         probs = model(toks.to(device))[:, -1].softmax(-1).cpu()
         out[f"p_bay_{label}"] = float(probs[:, TOKEN_ID["bay"]].mean())
         out[f"p_mind_{label}"] = float(probs[:, TOKEN_ID["mind"]].mean())

@@ -40,11 +40,10 @@ def _dtype_name(dtype: torch.dtype) -> str:
 def trained_weights(dtype: torch.dtype) -> Optional[dict[str, torch.Tensor]]:
     """The shipped max_of_4 weights (head axis removed), or None if the checkpoint cannot be loaded."""
     try:
-        from mechinterp_edu.models.zoo import load_model
-        model = load_model("max_of_4", device="cpu", dtype=dtype)
+        from mechinterp_edu.models.max_of_k import weights_from_checkpoint
+        return weights_from_checkpoint(dtype)
     except Exception:  # noqa: BLE001 - a missing checkpoint drops these cases, it does not break grading
         return None
-    return ref.head_weights(model, dtype=dtype, device="cpu")
 
 
 def weight_cases() -> list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]]:

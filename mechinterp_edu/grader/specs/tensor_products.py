@@ -7,7 +7,8 @@ signature as the exercise, so the grader can name it when a submission matches i
 """
 from __future__ import annotations
 
-import functools
+import contextlib
+import io
 from typing import Any, Callable
 
 import torch
@@ -35,13 +36,26 @@ def _tokens(n_ctx: int, d_vocab: int, seed: int) -> torch.Tensor:
     return torch.randint(0, d_vocab, (n_ctx,), generator=gen)
 
 
-@functools.lru_cache(maxsize=2)
+_TRAINED: dict[torch.dtype, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
+
+
 def trained_weights(dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
-    """(weights, prompt tokens) of the trained skip_trigrams model, or None if it cannot be loaded."""
+    """(weights, prompt tokens) of the trained skip_trigrams model, or None if it cannot be loaded.
+    Only successful loads are cached, so a checkpoint written later is picked up."""
+    if dtype not in _TRAINED:
+        loaded = _load_trained(dtype)
+        if loaded is None:
+            return None
+        _TRAINED[dtype] = loaded
+    return _TRAINED[dtype]
+
+
+def _load_trained(dtype: torch.dtype):
     try:
         from mechinterp_edu.models.skip_trigrams import encode
         from mechinterp_edu.models.zoo import load_model
-        model = load_model("skip_trigrams", device="cpu", dtype=dtype)
+        with contextlib.redirect_stdout(io.StringIO()):   # the bridge prints device/dtype moves
+            model = load_model("skip_trigrams", device="cpu", dtype=dtype)
     except Exception:  # noqa: BLE001 - a missing checkpoint drops these cases, it does not break grading
         return None
     weights = ref.model_weights(model, dtype=dtype, device="cpu")
@@ -89,6 +103,12 @@ def _pattern_variant(**kw) -> Callable:
     return fn
 
 
+def _mask_after_softmax(tokens, W_E, W_pos, W_Q, W_K):
+    unmasked = ref.attention_patterns_from_residual(_resid(tokens, W_E, W_pos), W_Q, W_K, causal=False)
+    n = unmasked.shape[-1]
+    return unmasked * torch.ones(n, n, dtype=unmasked.dtype, device=unmasked.device).tril()
+
+
 PATTERN_MISTAKES: dict[str, tuple[str, Callable]] = {
     "missing 1/sqrt(d_head)": (
         "The scores were not divided by sqrt(d_head) before the softmax: the pattern is too sharp. "
@@ -99,6 +119,9 @@ PATTERN_MISTAKES: dict[str, tuple[str, Callable]] = {
     "no causal mask": (
         "Positions attend to later positions: mask the scores above the diagonal with -inf before the "
         "softmax (a token may only look at itself and earlier tokens).", _pattern_variant(causal=False)),
+    "mask applied after the softmax": (
+        "The future was zeroed after the softmax, so rows no longer sum to 1. Set the scores above the "
+        "diagonal to -inf before the softmax instead.", _mask_after_softmax),
     "softmax over the wrong axis": (
         "The softmax ran over destinations (queries, axis -2); it must run over sources (keys, the last "
         "axis), so that each destination row sums to 1.", _pattern_variant(softmax_axis="query")),

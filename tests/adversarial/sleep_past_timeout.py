@@ -1,0 +1,26 @@
+"""Sleeps past the timeout in one exercise, ignoring SIGTERM."""
+
+import math
+import torch
+
+
+import signal
+import time
+
+signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
+def double(x):
+    time.sleep(600)
+    return 2 * x
+
+
+def attn_scores(q, k):
+    n, d = q.shape[-2], q.shape[-1]
+    s = torch.einsum("...qd,...kd->...qk", q, k) / math.sqrt(d)
+    mask = torch.triu(torch.ones(n, n, dtype=torch.bool, device=q.device), 1)
+    return s.masked_fill(mask, float("-inf"))
+
+
+def embed_logits(X, W_E, W_pos, W_U):
+    return X @ W_E @ W_U + W_pos[: X.shape[-2]] @ W_U
