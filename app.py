@@ -6,5 +6,6 @@ import streamlit as st
 
 from mechinterp_edu.app.navigation import navigation
 
-st.set_page_config(page_title="mechinterp-edu", page_icon=":material/neurology:", layout="centered")
+# Each page sets its own layout (classroom mode is wide); set it once per run, there.
+st.set_page_config(page_title="mechinterp-edu", page_icon=":material/neurology:")
 navigation().run()

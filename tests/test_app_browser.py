@@ -176,6 +176,8 @@ def test_page_renders_in_chromium(server, browser, url_path):
         assert page.locator("h1, h2, h3").count() >= 1, "the page has no heading"
         bad_latex = page.locator(".katex-error").evaluate_all("els => els.map(e => e.title || e.textContent)")
         assert not bad_latex, f"KaTeX could not render {len(bad_latex)} formula(s) on /{url_path}: {bad_latex[:3]}"
+        raw_math = [t for t in page.locator('[data-testid="stMarkdownContainer"]').all_inner_texts() if "$$" in t]
+        assert not raw_math, f"display math left unrendered on /{url_path}: {raw_math[:2]}"
         shot = screenshot(page, url_path or "home")
         assert shot.stat().st_size > 10_000
     finally:

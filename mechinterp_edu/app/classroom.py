@@ -43,7 +43,7 @@ def current_step(lesson: int, count: int) -> int:
 def _nav_row(lesson: int, i: int, count: int, title: str, where: str) -> None:
     # Presenter clickers send PageDown / PageUp: they drive the top row's buttons.
     keys = {"back": "PageUp", "next": "PageDown"} if where == "top" else {"back": None, "next": None}
-    back, middle, nxt = st.columns([3, 8, 3], vertical_alignment="center")
+    back, middle, nxt = st.columns([1, 3, 1], vertical_alignment="center")
     with back:
         st.button("Back", key=f"back::{where}::{lesson}", icon=":material/arrow_back:", disabled=i == 0,
                   on_click=_move, args=(lesson, -1, count), width="stretch", shortcut=keys["back"])

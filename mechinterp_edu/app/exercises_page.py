@@ -8,9 +8,11 @@ the result in the progress store.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import streamlit as st
 
-from mechinterp_edu.app import state
+from mechinterp_edu.app import progress, state
 from mechinterp_edu.app.errors import explain, log_exception
 from mechinterp_edu.app.exercise_files import (
     ExerciseFileError,
@@ -27,6 +29,7 @@ def _k(kind: str, lesson: int) -> str:
 
 
 def exercises_page() -> None:
+    st.set_page_config(layout="centered")
     st.title("Exercises")
     st.caption("Pick an exercise, write your solution (or upload your .py / .ipynb), then grade it. "
                "Your text is kept while you move around the app.")
@@ -48,6 +51,7 @@ def exercises_page() -> None:
         return
     name = _choose_exercise(number, names)
     _exercise_card(next((e for e in exercises if e.name == name), None), docs.get(name), name)
+    _best_so_far(number, name)
     text = _editor(number, info, stub)
     _grade_section(number, name, text, graded=bool(exercises))
     _save_section(number, info, text)
@@ -116,6 +120,15 @@ def _exercise_card(exercise, doc, name: str) -> None:
                                      if doc.docstring else ""), language="python", wrap_lines=True)
 
 
+def _best_so_far(number: int, name: str) -> None:
+    record = progress.read()
+    entry = record.exercise(number, name) if record is not None else None
+    if entry is not None:
+        mark = "passed" if entry.passed else "not passed yet"
+        st.caption(f"Your best so far: {entry.best_score:g} / {entry.max_score:g} points ({mark}, "
+                   f"{entry.attempts} attempt{'s' if entry.attempts != 1 else ''}).")
+
+
 # --------------------------------------------------------------------------- editing
 def _on_upload(number: int) -> None:
     upload = st.session_state.get(_k("upload", number))
@@ -176,6 +189,23 @@ def _editor(number: int, info, stub: str | None) -> str:
 
 
 # --------------------------------------------------------------------------- grading
+_POOL: ThreadPoolExecutor | None = None
+
+
+def _grader_thread() -> ThreadPoolExecutor:
+    """One long-lived grading thread for the whole server.
+
+    Streamlit runs every script run in a new thread. The grader's sandbox server is a child
+    process that dies with the *thread* that started it (PR_SET_PDEATHSIG), so grading from
+    a script-run thread would kill it after every run (and a quick second grade could meet a
+    dying server). Grading on this thread keeps it alive and warm between runs.
+    """
+    global _POOL
+    if _POOL is None:
+        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mechinterp-grader")
+    return _POOL
+
+
 def _grade_section(number: int, name: str, text: str, graded: bool) -> None:
     st.subheader("Grade")
     if not graded:
@@ -206,17 +236,22 @@ def _grade(number: int, text: str, only: list[str] | None) -> None:
         from mechinterp_edu.grader.grade import grade_source
 
         with st.spinner("Grading (your code runs in a sandbox)..."):
-            report = grade_source(text, number, exercises=only)
+            report = _grader_thread().submit(grade_source, text, number, exercises=only).result()
     except Exception as exc:  # noqa: BLE001
         log_exception(exc, "grading")
         st.error(explain(exc, "Grading") + " Your text is unchanged.", icon=":material/error:")
         return
-    st.session_state[_k("report", number)] = (report, only)
+    saved = progress.record(report)          # the grader's store: merged, atomic
+    st.session_state[_k("report", number)] = (report, only, saved)
 
 
-def _show_report(report, only) -> None:
+def _show_report(report, only, saved) -> None:
     scope = f"`{only[0]}`" if only else "every exercise"
     st.metric(f"Score ({scope})", f"{report.score:g} / {report.max_score:g} points")
+    if saved:
+        st.warning(saved, icon=":material/warning:")
+    else:
+        st.caption("Recorded in your progress (see the Home page).")
     for r in report.results:
         with st.container(border=True):
             badge = ":green-badge[:material/check: passed]" if r.passed else ":red-badge[:material/close: not yet]"

@@ -18,9 +18,10 @@ computed on real (toy) models, sympy-checked derivations, and graded exercises.
 
 
 def home_page() -> None:
+    st.set_page_config(layout="centered")
     st.title("mechinterp-edu")
     st.markdown(INTRO)
-    report = progress.read()
+    report = progress.read()     # the grader's Progress, or None
     _lesson_map(report)
     _progress_section(report)
     _setup_section()
@@ -48,7 +49,7 @@ def lesson_facts(info: LessonInfo) -> dict:
     return facts
 
 
-def _lesson_map(report: progress.ProgressSummary | None) -> None:
+def _lesson_map(report) -> None:
     st.header("Lessons", divider="gray")
     for info in LESSONS:
         facts = lesson_facts(info)
@@ -68,37 +69,33 @@ def _lesson_map(report: progress.ProgressSummary | None) -> None:
                     bits.append(f"{facts['exercises']} exercises ({facts['points']} points)")
                 st.caption(" · ".join(bits) or "—")
             with right:
-                lesson_progress = report.lessons.get(info.number) if report else None
-                if lesson_progress and lesson_progress.max_score:
-                    st.progress(min(lesson_progress.score / lesson_progress.max_score, 1.0),
-                                text=f"{lesson_progress.score:g} / {lesson_progress.max_score:g} points")
+                done = report.lessons.get(info.number) if report is not None else None
+                total = facts["points"] or (done.max_score if done else 0)
+                if done and total:
+                    st.progress(min(done.score / total, 1.0),
+                                text=f"{done.score:g} / {total:g} points · {done.passed} passed")
                 else:
                     st.caption("not attempted yet")
 
 
-def _progress_section(report: progress.ProgressSummary | None) -> None:
+NO_PROGRESS = ("No progress recorded yet. Grade an exercise on the **Exercises** page "
+               "(or run `python -m mechinterp_edu grade`) and it shows up here.")
+
+
+def _progress_section(report) -> None:
     st.header("Your progress", divider="gray")
-    if report is None or report.error:
-        if report is not None and report.error:
-            st.warning(report.error, icon=":material/warning:")
-        st.info("No progress recorded yet. Grade an exercise on the **Exercises** page "
-                "(or run `python -m mechinterp_edu grade`) and it shows up here.",
-                icon=":material/info:")
+    if report is not None and report.warning:
+        st.warning(f"The progress store could not be read: {report.warning}.", icon=":material/warning:")
+    if report is None or not report.lessons:
+        st.info(NO_PROGRESS, icon=":material/info:")
         return
-    if not report.lessons:
-        st.info("No progress recorded yet. Grade an exercise on the **Exercises** page "
-                "(or run `python -m mechinterp_edu grade`) and it shows up here.",
-                icon=":material/info:")
-        return
-    total = sum(p.score for p in report.lessons.values())
-    maximum = sum(p.max_score for p in report.lessons.values())
-    passed = sum(p.passed for p in report.lessons.values())
+    lessons = report.lessons.values()
     c1, c2, c3 = st.columns(3)
-    c1.metric("Points", f"{total:g} / {maximum:g}")
-    c2.metric("Exercises passed", f"{passed}")
-    c3.metric("Last graded", report.last_graded or "—")
-    if report.rows:
-        st.dataframe(report.rows, hide_index=True, width="stretch")
+    c1.metric("Points", f"{sum(l.score for l in lessons):g} / {sum(l.max_score for l in lessons):g}",
+              help="Best score of every exercise graded so far.")
+    c2.metric("Exercises passed", f"{sum(l.passed for l in lessons)} / {sum(l.attempted for l in lessons)}")
+    c3.metric("Last graded", (report.last_graded or "—").replace("T", " "))
+    st.dataframe(progress.table(report), hide_index=True, width="stretch")
     st.caption(f"Progress store: `{report.path}`")
 
 

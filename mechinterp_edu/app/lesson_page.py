@@ -30,11 +30,11 @@ def lesson_page(number: int, *, classroom: bool | None = None) -> None:
     info = get_lesson(number)
     lesson = _load(info)
     if lesson is None:
+        st.set_page_config(layout="centered")
         return
     if classroom is None:
         classroom = _layout_choice(number) == "Classroom"
-    if classroom:
-        st.set_page_config(layout="wide")
+    st.set_page_config(layout="wide" if classroom else "centered")
 
     raw_ctx, spec_problems = controls.render_controls(number, lesson.controls)
     ctx = {**lesson.default_context(), **raw_ctx}

@@ -1,25 +1,29 @@
-"""The sandbox child: runs one learner file's exercises in a separate process.
+"""The sandbox child: runs a learner file's exercises in separate, locked-down processes.
 
 This file is standalone on purpose: it imports nothing from ``mechinterp_edu`` (the
-sandbox forbids that), so the parent starts it by path::
+sandbox forbids that), so the parent starts it by path, as a *fork server*::
 
-    python -I -S -B _child.py IO_DIR EVENT_FD SITE_DIR [SITE_DIR ...]
+    python -I -S -B _child.py --server SOCKET_FD SITE_DIR [SITE_DIR ...]
 
-Protocol (see :mod:`mechinterp_edu.grader.sandbox` for the parent side):
+The server imports numpy / torch / einops once (the slow part, ~1-2 s), then forks one
+fresh process per attempt at grading a file (:func:`server_main`). It never runs
+learner code itself and never touches CUDA, so forking is safe and takes milliseconds.
 
-1. The child imports torch / numpy / einops and writes ``ready`` on the event pipe.
-2. It reads one JSON line from stdin: ``{"out": SUBDIR, "run": [exercise indices]}``,
-   then ``IO_DIR/job.json`` (sources, exercises, limits) and ``IO_DIR/inputs.npz``
+In each forked process (:func:`run_job`), protocol with the parent
+(:mod:`mechinterp_edu.grader.sandbox`):
+
+1. It reads ``IO_DIR/job.json`` (sources, exercises, limits) and ``IO_DIR/inputs.npz``
    (every tensor argument of every case, loaded with ``allow_pickle=False``).
-3. It pre-imports the heavy libraries the submission names (transformer_lens...), sets
-   its memory and file-size limits, installs an audit hook (no imports of
+2. It pre-imports the heavy libraries the submission names (transformer_lens...), sets
+   its memory / file-size / CPU limits, installs a seccomp filter (no new processes, no
+   exec, no ptrace, no signals to other processes) and an audit hook (no imports of
    ``mechinterp_edu`` / ``solutions``, no reading of the course's files, no writing
-   outside its temp folder, no processes, no ctypes, no signals to others), and runs the
-   learner's code.
-4. Per exercise: ``start K``, then ``OUT/ex_K.json`` (plain JSON) and ``OUT/ex_K.npz``
+   outside its temp folder, no subprocess / ctypes / sockets), writes ``prepared`` on
+   the event pipe, and runs the learner's code, then writes ``loaded``.
+3. Per exercise: ``start K``, then ``OUT/ex_K.json`` (plain JSON) and ``OUT/ex_K.npz``
    (plain arrays) are written atomically, then ``done K``. At the end ``end``.
 
-The child never sees a reference answer: it only runs the learner's function on the
+The process never sees a reference answer: it only runs the learner's function on the
 inputs and reports what came back. Everything it reports is re-validated by the
 parent, which compares against its own reference, so nothing the learner's code does
 here (patching torch, printing "passed", writing files) can turn into a pass.
@@ -306,7 +310,7 @@ def run_cases(fn, case_specs, kind, arrays_in, device, learner_files, torch, np,
         entry["mutated"] = _mutated(track, torch, np)
         out = args = track = None
         results.append(entry)
-        if entry["status"] == "error" and entry.get("not_implemented"):
+        if entry["status"] == "error" and (entry.get("not_implemented") or entry.get("memory")):
             break
     return results, arrays
 
@@ -330,12 +334,17 @@ def _install_guard(blocked_dirs, blocked_modules, write_dirs, ancestor_dirs):
     def deny(what):
         raise PermissionError(f"not allowed in the grader's sandbox: {what}")
 
-    def check_path(path, writing):
+    ancestors.update({f"/proc/{my_pid}", "/proc/self", "/proc/thread-self"})
+
+    def check_path(path, writing, low_level=False):
         if isinstance(path, int):
             return
         if isinstance(path, bytes):
             path = path.decode("utf-8", "surrogateescape")
         path = os.fspath(path) if not isinstance(path, str) else path
+        if low_level and not path.startswith("/"):
+            # os.open(relative, dir_fd=...) resolves against a folder the hook cannot see
+            deny(f"os.open of the relative path {path!r} (use an absolute path)")
         full = realpath(path)
         if full.startswith("/proc/"):
             part = full[6:].split("/", 1)[0]
@@ -371,7 +380,7 @@ def _install_guard(blocked_dirs, blocked_modules, write_dirs, ancestor_dirs):
             path, mode, flags = (tuple(args) + (None, None, None))[:3]
             writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or \
                       (isinstance(flags, int) and bool(flags & write_flags))
-            check_path(path, writing)
+            check_path(path, writing, low_level=mode is None)
         elif event == "import":
             if module_blocked(args[0]):
                 raise ImportError(f"importing {args[0]!r} is not allowed in graded code: write the "
@@ -480,7 +489,7 @@ def install_seccomp() -> str:
     return ""
 
 
-def _set_limits(memory_mb, fsize_mb):
+def _set_limits(memory_mb, fsize_mb, cpu_s=0):
     import resource
     import signal
 
@@ -496,6 +505,10 @@ def _set_limits(memory_mb, fsize_mb):
     limits = [(resource.RLIMIT_DATA, data_now + memory_mb * 2**20),
               (resource.RLIMIT_FSIZE, fsize_mb * 2**20),
               (resource.RLIMIT_CORE, 0)]
+    if cpu_s:
+        # a backstop only: the parent's wall-clock timeouts come first
+        used = resource.getrusage(resource.RUSAGE_SELF)
+        limits.append((resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime) + int(cpu_s)))
     for which, value in limits:
         try:
             soft, hard = resource.getrlimit(which)
@@ -520,29 +533,31 @@ def _write_npz_atomic(path, arrays, np):
     os.replace(tmp, path)
 
 
-def main(argv) -> None:
-    io_dir, event_fd = argv[1], int(argv[2])
-    for site_dir in argv[3:]:
-        if site_dir not in sys.path:
-            sys.path.append(site_dir)
+def _prctl_deathsig() -> None:
+    """Die with SIGKILL when our parent dies (Linux); no orphans if the grader is killed."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
+    except Exception:  # noqa: BLE001 - not Linux: the parent's kill still applies
+        pass
+
+
+def run_job(io_dir, event_fd, attempt) -> None:
+    """The sandboxed work of one attempt (runs in a freshly forked process)."""
+    import numpy as np
+    import torch
+
     events = os.fdopen(event_fd, "w", buffering=1)
 
     def emit(text):
         try:
             events.write(text + "\n")
             events.flush()
-        except OSError:
+        except (OSError, ValueError):
             pass
 
-    import numpy as np
-    import torch
-    try:
-        import einops  # noqa: F401 - cheap, and common in exercises
-    except ImportError:
-        pass
-    emit("ready")
-
-    attempt = json.loads(sys.stdin.readline())
     with open(os.path.join(io_dir, "job.json")) as fh:
         job = json.load(fh)
     out_dir = os.path.join(io_dir, attempt["out"])
@@ -565,7 +580,8 @@ def main(argv) -> None:
             pass
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
-    _set_limits(int(job.get("memory_mb", 4096)), int(job.get("fsize_mb", 1024)))
+    _set_limits(int(job.get("memory_mb", 4096)), int(job.get("fsize_mb", 1024)),
+                int(attempt.get("cpu_s", 0)))
     sys.dont_write_bytecode = True
     skipped = install_seccomp() if job.get("seccomp", True) else "disabled"
     if skipped:
@@ -598,12 +614,149 @@ def main(argv) -> None:
         arrays_out = None
         emit(f"done {index}")
     emit("end")
+
+
+def _forked_child(sock, request, fds) -> None:
+    """In the freshly forked process: cut every tie to the server, then run the job."""
+    code = 70
     try:
-        sys.stdout.flush()
-        sys.stderr.flush()
+        sock.close()
+        event_fd = fds[0]
+        for fd in fds[1:]:
+            os.close(fd)
+        os.setsid()
+        _prctl_deathsig()
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.dup2(devnull, 0)
+        os.dup2(out, 1)
+        os.dup2(err, 2)
+        for fd in (devnull, out, err):
+            if fd > 2:
+                os.close(fd)
+        # nothing but stdio and the event pipe stays open: the learner cannot reach the server
+        os.closerange(3, event_fd)
+        os.closerange(event_fd + 1, 65536)
+        sys.stdin = open(0, "r", closefd=False)
+        sys.stdout = open(1, "w", buffering=1, closefd=False)
+        sys.stderr = open(2, "w", buffering=1, closefd=False)
+        os.chdir(request["cwd"])
+        os.environ["HOME"] = request["cwd"]
+        os.environ["TMPDIR"] = request["cwd"]
+        run_job(request["io_dir"], event_fd, request["attempt"])
+        code = 0
     except BaseException:  # noqa: BLE001
+        try:
+            traceback.print_exc()
+        except BaseException:  # noqa: BLE001
+            pass
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        except BaseException:  # noqa: BLE001
+            pass
+        os._exit(code)
+
+
+def server_main(sock_fd: int) -> None:
+    """The fork server: import torch once, then fork one sandboxed process per request.
+
+    Requests (one SOCK_SEQPACKET message each, JSON): ``{"op": "fork", ...}`` with the
+    event pipe's write end attached (SCM_RIGHTS), answered ``{"pid": N}``;
+    ``{"op": "kill", "pid": N}``. When a forked process ends the server sends
+    ``{"exit": N, "code": C}`` (C < 0: killed by signal -C). EOF on the socket: the
+    grader is gone, so the server kills its children and exits.
+    """
+    import select
+    import signal
+    import socket
+
+    _prctl_deathsig()
+    sock = socket.socket(fileno=sock_fd)
+    import numpy  # noqa: F401
+    import torch  # noqa: F401
+    try:
+        import einops  # noqa: F401 - cheap, and common in exercises
+    except ImportError:
         pass
-    os._exit(0)
+
+    def send(obj):
+        try:
+            sock.send(json.dumps(obj).encode())
+        except OSError:
+            shutdown()
+
+    children: set[int] = set()
+
+    def shutdown():
+        for pid in list(children):
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os._exit(0)
+
+    send({"ready": True})
+    while True:
+        for pid in list(children):
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                children.discard(pid)
+                send({"exit": pid, "code": None})
+                continue
+            if done:
+                children.discard(pid)
+                send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+        ready, _, _ = select.select([sock], [], [], 0.02 if children else 0.5)
+        if not ready:
+            continue
+        try:
+            data, fds, _flags, _addr = socket.recv_fds(sock, 1 << 20, 4)
+        except OSError:
+            shutdown()
+        if not data:
+            shutdown()
+        try:
+            request = json.loads(data)
+        except ValueError:
+            for fd in fds:
+                os.close(fd)
+            continue
+        if request.get("op") == "fork" and fds:
+            pid = os.fork()
+            if pid == 0:
+                _forked_child(sock, request, fds)
+            for fd in fds:
+                os.close(fd)
+            children.add(pid)
+            send({"pid": pid})
+        elif request.get("op") == "kill":
+            pid = request.get("pid")
+            if pid in children:
+                for kill in (os.killpg, os.kill):
+                    try:
+                        kill(pid, signal.SIGKILL)
+                    except OSError:
+                        pass
+        elif request.get("op") == "stop":
+            shutdown()
+        else:
+            for fd in fds:
+                os.close(fd)
+
+
+def main(argv) -> None:
+    # python -I -S -B _child.py --server SOCKET_FD SITE_DIR...
+    if len(argv) < 3 or argv[1] != "--server":
+        print("usage: _child.py --server SOCKET_FD SITE_DIR...", file=sys.stderr)
+        raise SystemExit(2)
+    for site_dir in argv[3:]:
+        if site_dir not in sys.path:
+            sys.path.append(site_dir)
+    server_main(int(argv[2]))
 
 
 if __name__ == "__main__":

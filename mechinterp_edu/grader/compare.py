@@ -496,11 +496,18 @@ def _permutation_match(got: Optional[np.ndarray], exp: Optional[np.ndarray],
 
 
 def _constant_along(d: np.ndarray, axis: int, tol_abs: float) -> Optional[np.ndarray]:
+    """The per-slice constant if ``d`` (NaN where masked) is constant along ``axis``."""
     if d.ndim == 0 or d.shape[axis] < 2:
         return None
-    centered = d - d.mean(axis=axis, keepdims=True)
+    finite = np.isfinite(d)
+    counts = finite.sum(axis=axis)
+    if not np.any(counts >= 2):
+        return None
+    with np.errstate(invalid="ignore"):
+        means = np.nanmean(np.where(finite, d, np.nan), axis=axis, keepdims=True)
+    centered = np.where(finite, d - means, 0.0)
     if np.max(np.abs(centered)) <= tol_abs:
-        return np.take(d, 0, axis=axis)
+        return np.squeeze(np.where(np.isfinite(means), means, 0.0), axis=axis)
     return None
 
 
@@ -536,25 +543,25 @@ def relational(got: np.ndarray, exp: np.ndarray, tol: Tolerance, info: dict,
     # a known term missing, doubled, flipped, or alone
     if terms:
         usable = {name: t for name, t in terms.items() if t is not None and t.shape == exp.shape}
-        for name, t in usable.items():
-            pretty = name.replace("_", " ")
-            if not np.any(np.abs(t[np.isfinite(t)]) > tol.atol_frac * scale + tol.floor):
-                continue
-            checks = [(exp - t, f"your result is missing the {pretty}: the difference from the "
-                                f"expected answer is exactly that term"),
-                      (exp + t, f"the {pretty} is counted twice"),
-                      (exp - 2 * t, f"the {pretty} has the wrong sign"),
-                      (t, f"your result is only the {pretty}; the other terms are missing")]
-            for candidate, message in checks:
-                if close(got, candidate, loose):
-                    return message + on
+        usable = {name: t for name, t in usable.items()
+                  if np.any(np.abs(t[np.isfinite(t)]) > tol.atol_frac * scale + tol.floor)}
+        checks = [(lambda t: exp - t, "your result is missing the {}: the difference from the "
+                                      "expected answer is exactly that term"),
+                  (lambda t: exp + t, "the {} is counted twice"),
+                  (lambda t: exp - 2 * t, "the {} has the wrong sign"),
+                  (lambda t: t, "your result is only the {}; the other terms are missing")]
+        for make, message in checks:          # "missing X" before "only Y" (the same with two terms)
+            for name, t in usable.items():
+                if close(got, make(t), loose):
+                    return message.format(name.replace("_", " ")) + on
         for (n1, t1), (n2, t2) in itertools.combinations(usable.items(), 2):
             if close(got, exp - t1 - t2, loose):
                 return (f"your result is missing both the {n1.replace('_', ' ')} and the "
                         f"{n2.replace('_', ' ')}" + on)
     # per-row / per-column / overall constant
-    if fin.all() and exp.ndim >= 1:
-        d = got - exp
+    if fin.any() and exp.ndim >= 1 and np.array_equal(np.isfinite(got), np.isfinite(exp)):
+        with np.errstate(invalid="ignore", over="ignore"):
+            d = np.where(fin, got - exp, np.nan)
         tol_abs = loose.atol_frac * scale + loose.floor
         rows = _constant_along(d, -1, tol_abs)
         if rows is not None:

@@ -1,22 +1,26 @@
-"""Running a learner's file: in a sandboxed child process, or (trusted code only) in-process.
+"""Running a learner's file: in sandboxed processes, or (trusted code only) in-process.
 
 Parent side of the protocol described in :mod:`mechinterp_edu.grader._child`.
 
-* :class:`SandboxRunner` starts the child as soon as it is created (the child's
-  ``import torch`` then overlaps with the parent building cases and references), sends
-  the job, enforces every wall-clock limit (start, module load, each exercise), kills
-  the whole process group on a timeout, and restarts a fresh child for the exercises
-  still to grade when one dies (``os._exit``, a segfault, the kernel's OOM killer).
+* A *fork server* (:func:`get_server`, one per grading process, started on first use and
+  shared) imports torch once; each attempt at a file is a process forked from it in
+  milliseconds, so grading many files (a gradebook, the app, the test-suite) does not pay
+  ``import torch`` per file.
+* :class:`SandboxRunner` writes the job (inputs only, never a reference answer), enforces
+  every wall-clock limit (sandbox set-up, module load, each exercise), kills the process
+  group on a timeout, and forks a fresh process for the exercises still to grade when one
+  dies (``os._exit``, a segfault, the OOM killer) or times out.
 * :func:`run_in_process` does the same work in this process (``sandbox=False``).
 * Everything that comes back is validated here by :func:`normalize_output`: JSON that
   must have the expected shape and ``.npz`` arrays loaded with ``allow_pickle=False``,
   of plain numeric dtypes. Comparison code therefore only ever sees float64 / int64 /
   bool numpy arrays and plain Python numbers, never an object of the learner's.
 
-This module imports no torch at import time, so starting a child costs the parent nothing.
+This module imports no torch at import time, so starting the server costs the parent nothing.
 """
 from __future__ import annotations
 
+import atexit
 import json
 import os
 import select
@@ -27,6 +31,7 @@ import subprocess
 import sys
 import sysconfig
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -389,7 +394,11 @@ def preimports_for(sources: list[dict]) -> list[str]:
     return [n for n in PREIMPORT_CANDIDATES if n in names]
 
 
-# --------------------------------------------------------------------------- the child process
+# --------------------------------------------------------------------------- the fork server
+class ServerError(RuntimeError):
+    """The sandbox's fork server could not start or stopped."""
+
+
 def _describe_exit(returncode: Optional[int], memory_mb: int) -> str:
     if returncode is None:
         return "the grading process stopped responding"
@@ -411,47 +420,205 @@ def _describe_exit(returncode: Optional[int], memory_mb: int) -> str:
             "or sys.exit() from a thread; return a value instead of exiting")
 
 
-class _Child:
-    def __init__(self, io_dir: Path, attempt: int, limits: Limits, preimport: list[str]):
-        self.io_dir = io_dir
-        self.attempt = attempt
-        self.limits = limits
-        work = io_dir / "work"
-        work.mkdir(exist_ok=True)
-        self.stdout_path = io_dir / f"stdout_{attempt}.txt"
-        self.stderr_path = io_dir / f"stderr_{attempt}.txt"
-        read_fd, write_fd = os.pipe()
-        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(work),
-               "TMPDIR": str(work), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
+def _tail(path: Path, lines: int = 6) -> str:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, os.SEEK_END)
+            size = fh.tell()
+            fh.seek(max(0, size - 4000))
+            text = fh.read().decode("utf-8", "replace")
+    except OSError:
+        return ""
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+class _Server:
+    """The fork server (``_child.py --server``): imports torch once, forks a sandboxed
+    process per attempt. One per grading process, started lazily and shared."""
+
+    def __init__(self):
+        import socket
+
+        self.owner = os.getpid()
+        self.home = Path(tempfile.mkdtemp(prefix="mechinterp-grader-server-"))
+        self.log = self.home / "server.log"
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home),
+               "TMPDIR": str(self.home), "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8",
                "PYTHONHASHSEED": "0", "MPLBACKEND": "Agg", "TQDM_DISABLE": "1",
-               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": str(self._threads())}
+               "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1",
+               "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
         for key in ("CUDA_VISIBLE_DEVICES", "LD_LIBRARY_PATH", "CUDA_HOME"):
             if key in os.environ:
                 env[key] = os.environ[key]
-        with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
+        with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", "-B", str(CHILD_SCRIPT), str(io_dir), str(write_fd),
-                 *site_dirs()],
-                stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=str(work), env=env,
-                pass_fds=(write_fd,), close_fds=True, start_new_session=True)
-        os.close(write_fd)
+                [sys.executable, "-I", "-S", "-B", str(CHILD_SCRIPT), "--server",
+                 str(theirs.fileno()), *site_dirs()],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=log, cwd=str(self.home), env=env,
+                pass_fds=(theirs.fileno(),), close_fds=True, start_new_session=True)
+        theirs.close()
+        self.sock = mine
+        self.ready = False
+        self.exits: dict[int, Optional[int]] = {}
+        self.lock = threading.RLock()
+
+    def alive(self) -> bool:
+        return self.owner == os.getpid() and self.proc.poll() is None
+
+    def _gone(self, what: str) -> ServerError:
+        code = self.proc.poll()
+        tail = _tail(self.log)
+        return ServerError(f"the grader's sandbox server {what}"
+                           + (f" (exit code {code})" if code is not None else "")
+                           + (f":\n{tail}" if tail else ""))
+
+    def _pump(self, deadline: float) -> Optional[dict]:
+        """Read one message (None on timeout); bookkeeping for ready / exit messages."""
+        remaining = max(0.0, deadline - time.monotonic())
+        ready, _, _ = select.select([self.sock], [], [], min(remaining, 1.0))
+        if not ready:
+            if self.proc.poll() is not None:
+                raise self._gone("stopped")
+            return None
+        try:
+            data = self.sock.recv(1 << 16)
+        except OSError as exc:
+            raise self._gone(f"could not be reached ({exc})") from None
+        if not data:
+            raise self._gone("stopped")
+        message = json.loads(data)
+        if message.get("ready"):
+            self.ready = True
+        if "exit" in message:
+            self.exits[int(message["exit"])] = message.get("code")
+        return message
+
+    def wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while not self.ready:
+                if time.monotonic() > deadline:
+                    raise self._gone(f"did not start within {timeout:g} s")
+                self._pump(deadline)
+
+    def fork(self, request: dict, event_fd: int, timeout: float) -> int:
+        import socket
+
+        with self.lock:
+            self.wait_ready(timeout)
+            try:
+                socket.send_fds(self.sock, [json.dumps(request).encode()], [event_fd])
+            except OSError as exc:
+                raise self._gone(f"could not be reached ({exc})") from None
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                message = self._pump(deadline)
+                if message and "pid" in message:
+                    return int(message["pid"])
+            raise self._gone("did not answer a fork request")
+
+    def kill(self, pid: int) -> None:
+        with self.lock:
+            try:
+                self.sock.send(json.dumps({"op": "kill", "pid": pid}).encode())
+            except OSError:
+                pass
+
+    def wait_exit(self, pid: int, timeout: float) -> tuple[bool, Optional[int]]:
+        deadline = time.monotonic() + timeout
+        with self.lock:
+            while pid not in self.exits:
+                if time.monotonic() >= deadline:
+                    return False, None
+                try:
+                    self._pump(deadline)
+                except (ServerError, ValueError):
+                    return False, None
+            return True, self.exits.pop(pid)
+
+    def stop(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+        if self.proc.poll() is None:
+            try:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+            except OSError:
+                pass
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                pass
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+_SERVER: Optional[_Server] = None
+_SERVER_LOCK = threading.Lock()
+
+
+def get_server() -> _Server:
+    """The running fork server, started if needed (returns at once; it warms up meanwhile)."""
+    global _SERVER
+    with _SERVER_LOCK:
+        if _SERVER is None or not _SERVER.alive():
+            if _SERVER is not None and _SERVER.owner == os.getpid():
+                _SERVER.stop()
+            _SERVER = _Server()
+            if not getattr(get_server, "_atexit", False):
+                atexit.register(stop_server)
+                get_server._atexit = True
+        return _SERVER
+
+
+def stop_server() -> None:
+    global _SERVER
+    with _SERVER_LOCK:
+        if _SERVER is not None and _SERVER.owner == os.getpid():
+            _SERVER.stop()
+        _SERVER = None
+
+
+class _Attempt:
+    """One forked sandbox process grading some of a file's exercises."""
+
+    def __init__(self, server: _Server, io_dir: Path, number: int, run: list[int],
+                 limits: Limits, cpu_s: int):
+        self.server = server
+        self.io_dir = io_dir
+        self.number = number
+        self.out_name = f"out_{number}"
+        self.stderr_path = io_dir / f"stderr_{number}.txt"
+        work = io_dir / "work"
+        work.mkdir(exist_ok=True)
+        read_fd, write_fd = os.pipe()
+        request = {"op": "fork", "io_dir": str(io_dir), "cwd": str(work),
+                   "stdout": str(io_dir / f"stdout_{number}.txt"), "stderr": str(self.stderr_path),
+                   "attempt": {"out": self.out_name, "run": run, "cpu_s": cpu_s}}
+        try:
+            self.pid = server.fork(request, write_fd, limits.start_timeout_s)
+        except BaseException:
+            os.close(read_fd)
+            raise
+        finally:
+            os.close(write_fd)
         self.fd = read_fd
         os.set_blocking(read_fd, False)
         self.buffer = b""
         self.eof = False
-        self.preimport = preimport
-
-    def _threads(self) -> int:
-        if self.limits.threads:
-            return int(self.limits.threads)
-        return max(1, min(4, os.cpu_count() or 1))
+        self.exited = False
+        self.returncode: Optional[int] = None
 
     def next_event(self, deadline: float) -> Optional[str]:
-        """The next event line, or None on timeout; "" at EOF (the child is gone)."""
+        """The next event line, or None on timeout; "" at EOF (the process is gone)."""
         while True:
             if b"\n" in self.buffer:
                 line, self.buffer = self.buffer.split(b"\n", 1)
-                return line.decode("utf-8", "replace").strip() or self.next_event(deadline)
+                text = line.decode("utf-8", "replace").strip()
+                if text:
+                    return text
+                continue
             if self.eof:
                 return ""
             remaining = deadline - time.monotonic()
@@ -471,54 +638,28 @@ class _Child:
                 if len(self.buffer) > 2**20:      # a flood on the event pipe
                     self.buffer = self.buffer[-65536:]
 
-    def send(self, obj) -> bool:
-        try:
-            self.proc.stdin.write((json.dumps(obj) + "\n").encode())
-            self.proc.stdin.flush()
-            return True
-        except (BrokenPipeError, OSError):
-            return False
-
     def kill(self) -> None:
-        try:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        except (ProcessLookupError, PermissionError):
-            pass
-        try:
-            self.proc.kill()
-        except ProcessLookupError:
-            pass
+        if not self.exited:
+            self.server.kill(self.pid)
 
     def wait_exit(self, timeout: float = 2.0) -> Optional[int]:
-        try:
-            return self.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if self.exited:
+            return self.returncode
+        known, code = self.server.wait_exit(self.pid, timeout)
+        if not known:
             self.kill()
-            try:
-                return self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                return None
+            known, code = self.server.wait_exit(self.pid, 5)
+        if known:
+            self.exited, self.returncode = True, code
+        return code
 
     def stderr_tail(self, lines: int = 6) -> str:
-        try:
-            with open(self.stderr_path, "rb") as fh:
-                fh.seek(0, os.SEEK_END)
-                size = fh.tell()
-                fh.seek(max(0, size - 4000))
-                text = fh.read().decode("utf-8", "replace")
-        except OSError:
-            return ""
-        return "\n".join(text.strip().splitlines()[-lines:])
+        return _tail(self.stderr_path, lines)
 
     def close(self) -> None:
-        if self.proc.poll() is None:
+        if not self.exited:
             self.kill()
-        self.wait_exit(5)
-        for stream in (self.proc.stdin,):
-            try:
-                stream.close()
-            except OSError:
-                pass
+            self.wait_exit(5)
         try:
             os.close(self.fd)
         except OSError:
@@ -540,8 +681,8 @@ def _read_npz(path: Path, limit_bytes: int) -> dict:
 
 
 class SandboxRunner:
-    """One learner file in sandboxed child processes. Create it early (the child starts
-    importing torch at once), then call :meth:`run` once, then :meth:`close`."""
+    """One learner file in sandboxed processes. Create it early (the fork server warms up
+    meanwhile), then call :meth:`run` once, then :meth:`close`."""
 
     def __init__(self, sources: list[dict], continue_on_error: bool = False,
                  limits: Optional[Limits] = None):
@@ -551,16 +692,14 @@ class SandboxRunner:
         self.preimport = preimports_for(sources)
         self.io_dir = Path(tempfile.mkdtemp(prefix="mechinterp-grade-"))
         self.attempts = 0
-        self.child: Optional[_Child] = self._spawn()
-
-    def _spawn(self) -> _Child:
-        self.attempts += 1
-        return _Child(self.io_dir, self.attempts, self.limits, self.preimport)
+        self.server_error = ""
+        try:
+            self.server = get_server()
+        except (OSError, ServerError) as exc:
+            self.server = None
+            self.server_error = f"grader error: the sandbox could not start ({exc})"
 
     def close(self) -> None:
-        if self.child is not None:
-            self.child.close()
-            self.child = None
         shutil.rmtree(self.io_dir, ignore_errors=True)
 
     def __enter__(self):
@@ -586,23 +725,28 @@ class SandboxRunner:
 
     def run(self, exercises: list[dict], inputs: dict, timeouts: list[float], device: str) -> RunResult:
         """Grade ``exercises`` (each {"name", "output", "cases": [arg specs]}) in the sandbox."""
-        self._write_job(exercises, inputs, device)
         results: dict[int, ExerciseRun] = {}
         pending = list(range(len(exercises)))
         load_errors: list[dict] = []
         load_failure = ""
+        if self.server is None:
+            return RunResult([], [ExerciseRun("grader_error", message=self.server_error)
+                                  for _ in exercises])
+        self._write_job(exercises, inputs, device)
         npz_limit = self.limits.fsize_mb * 2**20 + 2**20
+        threads = self.limits.threads or max(1, min(4, os.cpu_count() or 1))
         while pending:
-            child = self.child if self.child is not None else self._spawn()
-            self.child = None
-            out_name = f"out_{child.attempt}"
-            out_dir = self.io_dir / out_name
+            self.attempts += 1
+            cpu_s = int((self.limits.load_timeout_s + sum(timeouts[k] for k in pending)) * threads * 2 + 60)
             try:
-                outcome = self._drive(child, out_dir, out_name, pending, exercises, timeouts, results,
-                                      npz_limit)
-            finally:
-                child.close()
-            kind, info = outcome
+                attempt = _Attempt(self.server, self.io_dir, self.attempts, pending, self.limits, cpu_s)
+            except (OSError, ServerError) as exc:
+                kind, info = "infra", f"grader error: the sandbox could not start ({exc})"
+            else:
+                try:
+                    kind, info = self._drive(attempt, pending, exercises, timeouts, results, npz_limit)
+                finally:
+                    attempt.close()
             if kind == "infra":
                 for k in pending:
                     results[k] = ExerciseRun("grader_error", message=info)
@@ -618,37 +762,27 @@ class SandboxRunner:
                     results[k] = ExerciseRun("load_failed", message=info)
                 pending = []
             else:
-                if kind == "loaded":
-                    load_errors = info
+                load_errors = info
                 pending = [k for k in pending if k not in results]
-                if self.attempts > len(exercises) + 3:        # should not happen: each attempt ends one
+                if self.attempts > len(exercises) + 3:        # cannot happen: each attempt ends one
                     for k in pending:
                         results[k] = ExerciseRun("died", message="the grading process kept dying")
                     pending = []
         return RunResult(load_errors, [results[k] for k in range(len(exercises))], load_failure)
 
-    def _drive(self, child: _Child, out_dir: Path, out_name: str, pending: list[int],
-               exercises: list[dict], timeouts: list[float], results: dict, npz_limit: int):
+    def _drive(self, child: _Attempt, pending: list[int], exercises: list[dict],
+               timeouts: list[float], results: dict, npz_limit: int):
         limits = self.limits
-        # 1. python + torch
+        out_dir = self.io_dir / child.out_name
+        # 1. limits, sandbox, pre-imports (the grader's own code)
         event = child.next_event(time.monotonic() + limits.start_timeout_s)
-        if event != "ready":
-            code = child.wait_exit(1) if event == "" else None
+        if event != "prepared":
+            code = child.wait_exit(2) if event == "" else None
             tail = child.stderr_tail()
-            why = "did not start in time" if event is None else f"exited early ({_describe_exit(code, limits.memory_mb)})"
-            return "infra", (f"grader error: the sandbox {why}" + (f":\n{tail}" if tail else ""))
-        if not child.send({"out": out_name, "run": pending}):
-            return "infra", "grader error: the sandbox stopped before it got its job"
+            why = "did not get ready in time" if event is None else f"stopped ({_describe_exit(code, limits.memory_mb)})"
+            return "infra", f"grader error: the sandbox {why}" + (f":\n{tail}" if tail else "")
         # 2. the learner's module-level code
-        event = child.next_event(time.monotonic() + limits.start_timeout_s)
-        if event == "prepared":
-            event = child.next_event(time.monotonic() + limits.load_timeout_s)
-        elif event is None or event == "":
-            code = child.wait_exit(1) if event == "" else None
-            tail = child.stderr_tail()
-            return "infra", ("grader error: the sandbox could not prepare its job"
-                             + (f" ({_describe_exit(code, limits.memory_mb)})" if event == "" else "")
-                             + (f":\n{tail}" if tail else ""))
+        event = child.next_event(time.monotonic() + limits.load_timeout_s)
         if event != "loaded":
             if event is None:
                 msg = (f"your file was still running its top-level code after "
@@ -659,8 +793,7 @@ class SandboxRunner:
                 msg = "while loading your file, " + _describe_exit(code, limits.memory_mb)
             return "load", msg
         try:
-            module_payload = _read_small_json(out_dir / "module.json")
-            load_errors = _load_errors(module_payload)
+            load_errors = _load_errors(_read_small_json(out_dir / "module.json"))
         except (ProtocolError, ValueError, OSError) as exc:
             return "load", f"the grader could not read what your file did while loading ({exc})"
         if load_errors and not self.continue_on_error:
@@ -673,27 +806,27 @@ class SandboxRunner:
             if event is None:                    # timeout
                 child.kill()
                 if current is None:
-                    current = next(k for k in pending if k not in results)
-                    results[current] = ExerciseRun("died", message="the grading process stopped responding")
+                    left = [k for k in pending if k not in results]
+                    if not left:
+                        return "loaded", load_errors
+                    results[left[0]] = ExerciseRun("died", message="the grading process stopped responding")
                 else:
                     results[current] = ExerciseRun(
                         "timeout", message=f"timed out after {timeouts[current]:g} s",
                         detail={"seconds": timeouts[current]})
                 return "loaded", load_errors
-            if event == "":                      # the child is gone
+            if event == "":                      # the process is gone
                 code = child.wait_exit(2)
-                if current is None:
-                    left = [k for k in pending if k not in results]
-                    if not left:
-                        return "loaded", load_errors
-                    current = left[0]
-                results[current] = ExerciseRun("died", message=_describe_exit(code, limits.memory_mb),
-                                               detail={"returncode": code, "stderr": child.stderr_tail()})
+                left = [k for k in pending if k not in results]
+                if not left:
+                    return "loaded", load_errors
+                victim = current if current is not None else left[0]
+                results[victim] = ExerciseRun("died", message=_describe_exit(code, limits.memory_mb),
+                                              detail={"returncode": code, "stderr": child.stderr_tail()})
                 return "loaded", load_errors
             if event == "end":
                 child.wait_exit(2)
-                left = [k for k in pending if k not in results]
-                for k in left:
+                for k in [k for k in pending if k not in results]:
                     results[k] = ExerciseRun("died", message="the grading process skipped this exercise")
                 return "loaded", load_errors
             verb, _, arg = event.partition(" ")

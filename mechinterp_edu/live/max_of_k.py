@@ -254,7 +254,7 @@ def bug_lab_state(ctx: dict[str, Any]) -> dict[str, Any]:
     steps = _lab_steps(ctx)
     circuit_bugs = _on(ctx, CIRCUIT_BUG_CONTROLS)
     training_bugs = _on(ctx, TRAINING_BUG_CONTROLS)
-    good_model = _lab_model((), steps)
+    good_model = _model("max_of_4")                  # the expected picture: the shipped model
     lab_model = _lab_model(training_bugs, steps)
     good = _tables_of(good_model)
     w = ref.head_weights(lab_model, dtype=torch.float64, device="cpu")
@@ -277,8 +277,8 @@ def bug_lab_state(ctx: dict[str, Any]) -> dict[str, Any]:
 
 
 @live_chart("max_of_k.bug_lab", "Bug lab: switch each bug on and watch its symptom",
-            "Left: what the notes' tools would show with the chosen bugs; right: the correct tables of a "
-            "correctly trained model, on the same colour scales.")
+            "Left: what the notes' tools would show with the chosen bugs; right: the correct tables of the "
+            "shipped, correctly trained model, on the same colour scales.")
 def bug_lab(ctx: dict[str, Any]):
     state = bug_lab_state(ctx)
     on = list(state["circuit_bugs"]) + list(state["training_bugs"])

@@ -51,9 +51,9 @@ CONFIG: dict[str, Any] = {
 
 RECIPE: dict[str, Any] = {
     "seed": 0,
-    "steps": 700,
-    "batch_size": 64,
-    "lr": 3e-3,
+    "steps": 600,
+    "batch_size": 128,
+    "lr": 1e-2,
     "warmup_steps": 50,
     "weight_decay": 0.01,
     "betas": (0.9, 0.98),

@@ -2,55 +2,61 @@
 
 Model
     TL-native ``TransformerBridge`` (``boot_native``): 1 layer, attention only, no
-    LayerNorm, learned absolute positions, ``n_heads = 4``, ``d_model = 32``,
-    ``d_head = 8``, ``n_ctx = 14``, ``d_vocab = 48``. Every bias is zero and frozen
+    LayerNorm, learned absolute positions, ``n_heads = 4``, ``d_model = 64``,
+    ``d_head = 16``, ``n_ctx = 14``, ``d_vocab = 48``. Every bias is zero and frozen
     (:func:`mechinterp_edu.models.native.zero_and_freeze_biases`), so the model is
     exactly ``logits = (x + sum_h A^h x W_V^h W_O^h) W_U`` with ``x = W_E[t] + W_pos``.
 
 Vocabulary (token ids in brackets; ``VOCAB[id]`` is the token's name)
-    fillers [0-18]  the a it was and of we you they so but then very not just now here all that
+    [0] ``<s>`` (BOS: every training sequence starts with it)
+    fillers  [1-18]  the a it was and of we you they so but then very not just now here all
     A tokens [19-30] keep take make pay break hold give bring catch turn run set
     B tokens [31-34] in at on to
     C tokens [35-47] mind bay heart sense attention ice breath way light fire page risk sail
     The names are mnemonics; the "language" is synthetic. :func:`encode` accepts names
-    or ids (``"keep the in"`` or ``"19 0 31"``).
+    or ids (``"<s> keep the in"`` or ``"0 19 1 31"``); prompts should start with ``<s>``
+    (``encode(text, bos=True)`` adds it when missing), as in training.
 
-Data ("the language")
-    Sequences of ``n_ctx + 1 = 15`` tokens; the model reads the first 14 and predicts
-    each next token. Background tokens are fillers drawn uniformly. With probability
-    0.9 a sequence carries one planted skip-trigram ``(A, B, C)`` from :data:`PLANTED`
-    (chosen uniformly): ``A`` at position ``j``, ``B`` at ``i > j``, ``C`` at ``i + 1``,
-    ``(j, i)`` uniform over all pairs with ``i + 1 <= 14``. Then three distractor slots,
-    each filled with probability 0.5 by a random A or B token (equally likely) at a
-    random free position. The rule the data obey: *after a B token comes the C of
-    the planted pair (A, B) whose A occurred earlier; otherwise a filler*. Rows where a
-    distractor would break the rule (create a second firing pair) lose their
-    distractors. Distractors teach the model that B alone predicts nothing and that
-    an A not paired with the current B must be ignored, so attention has to follow
-    the planted pairs (QK) and the prediction has to come from A (OV).
+The language (:func:`sample_batch`)
+    Sequences of ``n_ctx + 1 = 15`` tokens: the model reads the first 14 and predicts each
+    next token. Position 0 is ``<s>``. Background tokens are drawn from a noise
+    distribution over every other token (fillers 70%, A 8%, B 10%, C 12% of the mass,
+    uniform within each group). With probability 0.9 one planted skip-trigram is
+    inserted: A at ``j``, B at ``i``, ``1 <= j < i <= 13``, (j, i) uniform over such pairs.
+    Then the rule is enforced left to right (:func:`apply_rule`): *after a B token comes
+    the C of the planted pair (A, B) whose A occurred earlier*; elsewhere the next token is
+    noise. Rows where two earlier A tokens would demand different Cs are replaced by the
+    same plant over a background of fillers only. Noise A and B tokens teach the model that
+    B alone predicts nothing and that an A not paired with the current B must be ignored:
+    attention has to follow the planted pairs (QK) and the prediction has to come from A (OV).
 
-Planted set (24 skip-trigrams, 2 per A token)
+Planted set (:data:`PLANTED`, 24 skip-trigrams, 2 per A token)
     Eleven A tokens have one C each, reached through two different B tokens
     (``take ... to/in -> heart``). ``keep`` is the exception, after Elhage et al.'s
     example: ``keep ... in -> mind`` and ``keep ... at -> bay``. A head whose QK makes
     both ``in`` and ``at`` attend to ``keep`` and whose OV maps ``keep`` to both ``mind``
-    and ``bay`` necessarily also raises ``keep ... in -> bay`` and ``keep ... at -> mind``
-    (:data:`BUG_TRIGRAMS`): the skip-trigram bug lesson 3 shows live.
+    and ``bay`` also raises ``keep ... in -> bay`` (:data:`BUG_TRIGRAMS`). In the shipped
+    model that head is head 1 (``in`` and ``at`` both attend to ``keep``; its OV raises
+    ``bay`` by ~12 logits after ``keep ... in``) and head 0 pays to cancel it: lesson 3
+    shows this live.
 
 Training (exact recipe: :data:`RECIPE`)
-    seed 0; AdamW (lr 3e-3, betas (0.9, 0.98), weight decay 0.01 on weights only,
-    biases frozen at 0); batch 256 fresh sequences per step; 3000 steps; linear
-    warm-up over 100 steps then cosine decay to 10%; loss = next-token cross-entropy
-    at every position. The training loop uses a functional forward over the bridge's
-    own parameters (:func:`forward_fast`, checked against ``model(tokens)`` in the tests)
-    because the hooked bridge forward is several times slower on a CPU.
+    seed 0 (torch and the data generator); AdamW (lr 3e-3, betas (0.9, 0.98), weight decay
+    0.1 on the trainable weights; biases frozen at 0); batch 256 fresh sequences per step;
+    2000 steps; linear warm-up over 100 steps then cosine decay to 10% of lr; loss =
+    next-token cross-entropy at every position. The loop uses a functional forward over
+    the bridge's own parameters (:func:`forward_fast`, checked against ``model(tokens)`` in
+    the tests) because the hooked bridge forward is several times slower on a CPU; on a
+    CPU it runs single-threaded. About 40 s on an idle CPU core, 80 s on a busy one.
 
-Metrics (:func:`evaluate`, on 4096 held-out sequences from seed 12345)
-    ``accuracy``: argmax prediction equals C at the positions where a planted trigram
-    fires; ``recovery``: fraction of the planted set among the top-24 skip-trigrams of
-    :func:`mechinterp_edu.reference.skip_trigrams.top_skip_trigrams`, from weights alone;
-    ``bug_prob`` / ``bug_baseline``: mean probability of ``bay`` after ``keep ... in``
-    versus after ``<filler> ... in``.
+Metrics (:func:`evaluate`)
+    ``accuracy``: on 4096 held-out sequences (seed 12345), the fraction of firing positions
+    where the argmax prediction is the planted C (target >= 0.95); ``recovery``: fraction
+    of the planted set among the top-24 skip-trigrams of
+    :func:`mechinterp_edu.reference.skip_trigrams.top_skip_trigrams`, from the weights alone
+    (target >= 0.9); ``bug_head`` / ``bug_lift``: the head whose output raises ``bay`` most
+    after ``keep ... in`` (versus a filler in keep's place) and by how many logits;
+    ``bug_prob`` / ``bug_baseline``: P(bay) after ``keep ... in`` and after ``<filler> ... in``.
 """
 from __future__ import annotations
 
@@ -102,15 +108,15 @@ BUG_TRIGRAMS: tuple[tuple[int, int, int], ...] = tuple(
     (TOKEN_ID[a], TOKEN_ID[b], TOKEN_ID[c]) for a, b, c in BUG_TRIGRAM_NAMES)
 
 CONFIG: dict[str, Any] = {
-    "d_model": 32, "d_head": 8, "n_heads": 4, "n_layers": 1, "n_ctx": 14,
+    "d_model": 64, "d_head": 16, "n_heads": 4, "n_layers": 1, "n_ctx": 14,
     "d_vocab": len(VOCAB), "d_vocab_out": len(VOCAB), "act_fn": None,
     "attn_only": True, "normalization_type": None, "positional_embedding_type": "standard",
     "default_prepend_bos": False,
 }
 
 RECIPE: dict[str, Any] = {
-    "seed": 0, "steps": 3000, "batch_size": 256, "lr": 3e-3, "betas": (0.9, 0.98),
-    "weight_decay": 0.01, "warmup_steps": 100, "final_lr_fraction": 0.1,
+    "seed": 0, "steps": 2000, "batch_size": 256, "lr": 3e-3, "betas": (0.9, 0.98),
+    "weight_decay": 0.1, "warmup_steps": 100, "final_lr_fraction": 0.1,
     "p_plant": 0.9, "noise_fillers": 0.7, "noise_a": 0.08, "noise_b": 0.1, "noise_c": 0.12,
     "eval_seed": 12345, "eval_sequences": 4096,
 }
@@ -119,9 +125,10 @@ TARGETS = {"accuracy": 0.95, "recovery": 0.9}
 
 
 # --------------------------------------------------------------------------- tokens
-def encode(text: str | Iterable[int | str]) -> list[int]:
-    """Token names or ids -> ids: ``"keep the in"``, ``"19 0 31"``, ``"19,0,31"`` or a list.
+def encode(text: str | Iterable[int | str], bos: bool = False) -> list[int]:
+    """Token names or ids -> ids: ``"keep the in"``, ``"19 1 31"``, ``"19,1,31"`` or a list.
 
+    ``bos=True`` puts ``<s>`` (id 0) in front unless the sequence already starts with it.
     Raises ValueError naming the bad item and the valid range / names.
     """
     items = re.split(r"[\s,]+", text.strip()) if isinstance(text, str) else list(text)
@@ -139,6 +146,8 @@ def encode(text: str | Iterable[int | str]) -> list[int]:
         else:
             raise ValueError(f"unknown token {item!r}: use ids 0..{len(VOCAB) - 1} or names such as "
                              f"{', '.join(VOCAB[19:23])} (full list: mechinterp_edu.models.skip_trigrams.VOCAB).")
+    if bos and (not ids or ids[0] != BOS_ID):
+        ids.insert(0, BOS_ID)
     return ids
 
 
@@ -400,12 +409,30 @@ def recovered(model, k: int | None = None) -> list[tuple[int, int, int]]:
                              len(PLANTED) if k is None else k)
 
 
+@torch.no_grad()
+def head_lifts(model, a: str = "keep", b: str = "in", n: int = 256, seed: int = 3) -> torch.Tensor:
+    """[n_heads, d_vocab]: how much each head's direct output raises each logit at ``a ... b``
+    compared with ``<filler> ... b`` (mean over ``n`` random filler contexts)."""
+    with_a, control = bug_contexts(n, seed, a, b)
+    w = model_weights(model)
+    device = next(model.parameters()).device
+    out = []
+    for toks in (with_a, control):
+        _, cache = model.run_with_cache(toks.to(device), names_filter=lambda name: name.endswith("hook_z"))
+        z = cache["blocks.0.attn.hook_z"][:, -1].float().cpu()                  # [n, head, d_head]
+        out.append(torch.einsum("nhd,hdm,mv->hv", z, w["W_O"], w["W_U"]) / len(toks))
+    return out[0] - out[1]
+
+
 def evaluate(model) -> dict[str, float]:
     from mechinterp_edu.reference.skip_trigrams import recovery_rate
     bug = bug_probabilities(model)
+    lifts = head_lifts(model)[:, TOKEN_ID["bay"]]
     return {
         "accuracy": planted_accuracy(model),
         "recovery": recovery_rate(recovered(model), PLANTED),
+        "bug_head": float(lifts.argmax()),
+        "bug_lift": float(lifts.max()),
         "bug_prob": bug["p_bay_keep"],
         "bug_baseline": bug["p_bay_control"],
     }

@@ -280,23 +280,25 @@ def _position_tables(c: Circuits, q: int, dtype: torch.dtype) -> list[Tensor]:
     with  Z * logits = sum_i table_i[t_i]  for every input ending in q.
 
     logits = EU[q] + sum_i p_i (EVOU[t_i] + PVOU[i]) = sum_i e_i (EVOU[t_i] + PVOU[i] + EU[q]) / Z
-    with e_i = exp(score_i - m) and Z = sum_i e_i > 0 (Z does not change which logit is largest).
-    The query's own term is folded into the first table (or returned alone when n_ctx == 1).
+    with e_i = exp(score_i - score_q) and Z = sum_i e_i >= 1 (the query's own term is 1), so no
+    term that matters can underflow, and Z does not change which logit is largest. The query's
+    term is folded into the first table (or returned alone when n_ctx == 1). Raises
+    FloatingPointError when some e_i times a value could overflow ``dtype``.
     """
     n = c.n_ctx
     EQKE, EQKP, EU, EVOU, PVOU = (t.to(dtype) for t in c.as_tuple())
     scores = EQKE[q][None, :] + EQKP[q][:, None]                  # [n_ctx (position), d_vocab (token)]
-    last_score = scores[n - 1, q]
-    free = scores[: n - 1]
-    m = torch.maximum(free.max(), last_score) if n > 1 else last_score
-    # Every input holds the query, so Z >= exp(last_score - m): keep that far from underflow.
-    if float(m - last_score) > (60.0 if dtype == torch.float32 else 650.0):
-        raise FloatingPointError("scores span too wide a range for this dtype")
+    shift = scores[n - 1, q]                                      # the query's own score
     base = EVOU + EU[q]                                           # [d_vocab, d_vocab]
-    query_term = torch.exp(last_score - m) * (base[q] + PVOU[n - 1])
+    query_term = base[q] + PVOU[n - 1]                            # its weight is exp(0) = 1
     if n == 1:
         return [query_term[None, :]]
-    e = torch.exp(free - m)                                       # [n-1, d_vocab]
+    free = scores[: n - 1] - shift                                # [n-1, d_vocab]
+    values_max = float((base.abs().max() + PVOU.abs().max()).item())
+    limit = math.log(torch.finfo(dtype).max) - math.log(n * values_max + 1.0) - 1.0
+    if float(free.max()) > limit:
+        raise FloatingPointError("scores span too wide a range for this dtype")
+    e = torch.exp(free)
     tables = [e[i][:, None] * (base + PVOU[i]) for i in range(n - 1)]
     tables[0] = tables[0] + query_term
     return tables
@@ -388,7 +390,12 @@ def _brute_force(c, device, first, buffer, dtype, keep_examples, chunk) -> Brute
             try:
                 ok = _grid_correct(c, q, first, dtype, chunk, buffer)
             except FloatingPointError:
-                ok = _grid_correct(c, q, first, torch.float64, chunk)
+                try:
+                    ok = _grid_correct(c, q, first, torch.float64, chunk)
+                except FloatingPointError:
+                    raise ValueError(f"the scores of query token {q} span so wide a range that exp() "
+                                     "overflows even in float64; this brute force cannot evaluate "
+                                     "this model") from None
             n_inputs += ok.numel()
             n_wrong_here = ok.numel() - int(ok.sum())
             n_correct += ok.numel() - n_wrong_here
@@ -426,7 +433,10 @@ def grid_correct(c: Circuits, last_token: int, dtype: torch.dtype = torch.float3
     """The brute force's own verdicts for every input ending in ``last_token``: a bool grid
     [d_vocab] * (n_ctx - 1) indexed by the first n_ctx - 1 tokens (tests compare it with the model)."""
     with torch.inference_mode():
-        return _grid_correct(c, last_token, None, dtype)
+        try:
+            return _grid_correct(c, last_token, None, dtype)
+        except FloatingPointError:
+            return _grid_correct(c, last_token, None, torch.float64)
 
 
 def brute_force_model_loop(model, first_tokens: Optional[Iterable[int]] = None,
@@ -549,8 +559,8 @@ def bench(quick: bool):
 
     model = load_model("max_of_4", device="cpu")
     c = circuits_of(model, dtype=torch.float64)
-    firsts = list(range(2)) if quick else None
-    scope = "2 of 64 first tokens (quick)" if quick else f"all {c.d_vocab ** c.n_ctx:,} inputs"
+    firsts = [0] if quick else None
+    scope = "first token 0 only (quick)" if quick else f"all {c.d_vocab ** c.n_ctx:,} inputs"
     brute_force(c, device="cpu", first_tokens=[0])          # warm-up (allocator, caches)
     fast = brute_force(c, device="cpu", first_tokens=firsts)
     slow = brute_force_model_loop(model, first_tokens=firsts, device="cpu")

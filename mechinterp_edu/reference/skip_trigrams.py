@@ -2,34 +2,42 @@
 
 Fast, batched implementations (the readable ones live in ``solutions/03_skip_trigrams.py``).
 
-Definitions used throughout the lesson
---------------------------------------
-A *skip-trigram* ``[A] ... [B] -> [C]`` of a token sequence ``t`` is a triple of token
-ids ``(t[j], t[i], t[i+1])`` for a destination position ``i`` (the token the model is
-reading, ``B``), a strictly earlier source position ``j < i`` (the token it may attend
-to, ``A``) and the next token ``C = t[i+1]`` (what the model must predict at ``i``).
-So ``i`` runs over ``1 .. len(t) - 2``.
+Skip-trigrams of a sequence
+---------------------------
+A *skip-trigram* ``[A] ... [B] -> [C]`` of a token sequence ``t`` is the triple of token
+ids ``(t[j], t[i], t[i+1])`` for a destination position ``i`` (``B``, the token the model
+reads when it predicts), a strictly earlier source position ``j < i`` (``A``, a token it
+can attend to) and the next token ``C = t[i+1]`` (what it must predict at ``i``). So ``i``
+runs over ``1 .. len(t) - 2`` and ``j`` over ``0 .. i - 1``.
 
-The skip-trigram score of one head ``h`` for ``(A, B, C)``::
+Skip-trigram score of one head
+------------------------------
+Positions are averaged out: every token sits at the mean position, ``x_t = W_E[t] + p_bar``
+with ``p_bar`` the mean row of ``W_pos`` (for a bilinear form, averaging the query and the
+key position independently is the same as using ``p_bar``). Then, for head ``h``::
 
-    x_t        = W_E[t] + p_bar                     p_bar = mean of the rows of W_pos
-    qk[B, A]   = (x_B W_Q[h]) . (x_A W_K[h]) / sqrt(d_head)        (QK circuit)
-    attn[B, A] = softmax over A of qk[B, :]
-    ov[A, C]   = (x_A W_V[h] W_O[h] W_U)[C]  minus its mean over C  (OV circuit)
-    S[A, B, C] = attn[B, A] * ov[A, C]
+    s[B, A]    = (x_B W_Q) . (x_A W_K) / sqrt(d_head)                     QK circuit
+    s_bar[B]   = mean over A of s[B, A]         (= the score of the mean token x_bar)
+    attn[B, A] = e^s / (e^s + (n - 1) e^s_bar) = sigmoid(s - s_bar - log(n - 1))
+    ov[A, C]   = (x_A W_V W_O W_U)[C]                                      OV circuit
+    S[A, B, C] = attn[B, A] * ov_c[A, C]
 
-Why this form: the head's contribution to the logits at a destination ``i`` is
-``sum_j attn[i, j] * (x_j W_V W_O W_U)``. If the context held every vocabulary token once
-(all at the average position, so that position carries no information), ``attn[B, A]``
-is exactly the attention ``B`` pays to ``A`` and ``S[A, B, C]`` is exactly ``A``'s share
-of the head's effect on logit ``C``; summing ``S`` over ``A`` gives the whole effect.
-Centring ``ov`` over ``C`` drops the part that raises every logit equally, which the
-softmax over next tokens ignores. A plain product of raw QK and OV scores would rank
-"B strongly avoids A" times "A strongly lowers C" as a strong trigram; the softmax
-weight is non-negative and reflects competition between sources.
+with ``n = n_ctx`` (rows of ``W_pos``; ``n - 1`` is taken as at least 1) and ``ov_c`` the
+OV circuit centred over source tokens A and over output tokens C (subtract the mean over
+A, then the mean over C).
 
-Heads add their outputs to the residual stream, so the model-level score of a triple
-is the sum of the per-head scores; :func:`top_skip_trigrams` ranks that sum.
+Why: put B at the destination and fill the ``n`` keys with the average token ``x_bar``;
+now replace one key by A. A then gets attention ``attn[B, A]`` (the rest share ``1 - attn``)
+and the head's output logits change by exactly ``attn[B, A] * (ov[A] - ov[x_bar])``, where
+``ov[x_bar]`` is the mean of ``ov`` over A. Subtracting the mean over C drops the part that
+moves every logit equally, which the softmax over next tokens ignores. So ``S[A, B, C]`` is
+what A, seen from B, does to C's logit through this head, relative to the other logits. It
+is a product because attention (QK) and value (OV) factor; the softmax weight keeps it
+honest: a plain product of raw QK and OV entries would rank "B avoids A" times "A lowers
+C" as a strong skip-trigram.
+
+Heads add their outputs to the residual stream, so the model-level score of a triple is
+the sum over heads; :func:`top_skip_trigrams` ranks that sum.
 """
 from __future__ import annotations
 
@@ -38,75 +46,92 @@ import math
 import torch
 
 
+# --------------------------------------------------------------------------- sequences
 def skip_trigrams_in(tokens) -> set[tuple[int, int, int]]:
     """Every (A, B, C) = (t[j], t[i], t[i+1]) with 0 <= j < i <= len(t) - 2."""
-    t = [int(x) for x in (tokens.tolist() if hasattr(tokens, "tolist") else tokens)]
-    n = len(t)
+    t = torch.as_tensor([int(x) for x in (tokens.tolist() if hasattr(tokens, "tolist") else tokens)],
+                        dtype=torch.long)
+    n = t.numel()
     if n < 3:
         return set()
-    tt = torch.tensor(t)
-    i = torch.arange(1, n - 1)
-    # all (j, i) with j < i: a lower-triangular mask over [i, j]
-    jj, ii = torch.meshgrid(torch.arange(n), i, indexing="ij")
-    keep = jj < ii
-    a = tt[jj[keep]]
-    b = tt[ii[keep]]
-    c = tt[ii[keep] + 1]
-    return set(zip(a.tolist(), b.tolist(), c.tolist()))
+    i, j = torch.tril_indices(n - 1, n - 1, offset=-1)          # all j < i <= n - 2
+    triples = torch.stack([t[j], t[i], t[i + 1]], dim=1)
+    return set(map(tuple, triples.unique(dim=0).tolist()))
 
 
-def _circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U):
-    """attn [n_heads, B, A] and centred ov [n_heads, A, C] for every head at once."""
+def skip_trigram_positions(n: int) -> list[tuple[int, int]]:
+    """(j, i) source/destination positions of the skip-trigrams of a length-n sequence."""
+    return [(j, i) for i in range(1, n - 1) for j in range(i)]
+
+
+def skip_trigrams_at_step(tokens, step: int) -> list[tuple[int, int, int]]:
+    """The notes' enumerator, corrected: (t[j], t[j+1+step], t[j+2+step]) for every j, in order."""
+    t = [int(x) for x in (tokens.tolist() if hasattr(tokens, "tolist") else tokens)]
+    step = int(step)
+    if step < 0:
+        raise ValueError(f"step must be >= 0 (0 gives ordinary trigrams), got {step}.")
+    last = len(t) - 3 - step                                     # largest j
+    return [(t[j], t[j + 1 + step], t[j + 2 + step]) for j in range(last + 1)]
+
+
+# --------------------------------------------------------------------------- weights
+def _check_head(W_Q: torch.Tensor, head: int) -> int:
+    h = int(head)
+    n_heads = W_Q.shape[0]
+    if not -n_heads <= h < n_heads:
+        raise ValueError(f"head {head} does not exist: the weights have {n_heads} heads (0..{n_heads - 1}).")
+    return h % n_heads
+
+
+def circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> tuple[torch.Tensor, torch.Tensor]:
+    """(attn [n_heads, B, A], centred ov [n_heads, A, C]) for every head at once."""
     x = W_E + W_pos.mean(dim=0, keepdim=True)                        # [vocab, d_model]
-    d_head = W_Q.shape[-1]
+    n_ctx, d_head = W_pos.shape[0], W_Q.shape[-1]
     q = torch.einsum("vm,hmd->hvd", x, W_Q)                          # [h, B, d_head]
     k = torch.einsum("vm,hmd->hvd", x, W_K)                          # [h, A, d_head]
-    qk = torch.einsum("hbd,had->hba", q, k) / math.sqrt(d_head)      # [h, B, A]
-    attn = qk.softmax(dim=-1)
-    v = torch.einsum("vm,hmd->hvd", x, W_V)                          # [h, A, d_head]
-    ov = torch.einsum("had,hdm,mc->hac", v, W_O, W_U)                # [h, A, C]
-    ov = ov - ov.mean(dim=-1, keepdim=True)
+    s = torch.einsum("hbd,had->hba", q, k) / math.sqrt(d_head)       # [h, B, A]
+    s_bar = s.mean(dim=-1, keepdim=True)
+    attn = torch.sigmoid(s - s_bar - math.log(max(n_ctx - 1, 1)))
+    ov = torch.einsum("vm,hmd,hdn,nc->hvc", x, W_V, W_O, W_U)        # [h, A, C]
+    ov = ov - ov.mean(dim=1, keepdim=True)
+    ov = ov - ov.mean(dim=2, keepdim=True)
     return attn, ov
 
 
 def skip_trigram_scores_all(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> torch.Tensor:
     """S for every head: [n_heads, d_vocab(A), d_vocab(B), d_vocab(C)]."""
-    attn, ov = _circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
+    attn, ov = circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
     return torch.einsum("hba,hac->habc", attn, ov)
 
 
 def skip_trigram_scores(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, head: int) -> torch.Tensor:
     """S[A, B, C] of one head: [d_vocab(A), d_vocab(B), d_vocab(C)]."""
-    h = int(head)
-    if not -W_Q.shape[0] <= h < W_Q.shape[0]:
-        raise ValueError(f"head {head} does not exist: the weights have {W_Q.shape[0]} heads (0..{W_Q.shape[0] - 1}).")
-    h %= W_Q.shape[0]
+    h = _check_head(W_Q, head)
     sl = slice(h, h + 1)
     return skip_trigram_scores_all(W_E, W_pos, W_Q[sl], W_K[sl], W_V[sl], W_O[sl], W_U)[0]
 
 
 def total_skip_trigram_scores(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> torch.Tensor:
     """The model-level score: per-head scores summed over heads, [A, B, C]."""
-    attn, ov = _circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
+    attn, ov = circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
     return torch.einsum("hba,hac->abc", attn, ov)
 
 
-def top_skip_trigrams(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, k: int) -> list[tuple[int, int, int]]:
-    """The k (A, B, C) with the largest summed score, best first (ties: smaller flat index first)."""
-    total = total_skip_trigram_scores(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
+def rank_triples(total: torch.Tensor, k: int) -> list[tuple[int, int, int]]:
+    """The k largest entries of a [V, V, V] score tensor as (A, B, C), best first (ties: lower index)."""
     vocab = total.shape[0]
     flat = total.reshape(-1)
     k = int(k)
-    if k < 0 or k > flat.numel():
+    if not 0 <= k <= flat.numel():
         raise ValueError(f"k must be between 0 and {flat.numel()} (d_vocab^3), got {k}.")
-    # stable order: sort by score descending, ties by flat index ascending
     order = torch.sort(flat, descending=True, stable=True).indices[:k]
-    out = []
-    for idx in order.tolist():
-        a, rest = divmod(idx, vocab * vocab)
-        b, c = divmod(rest, vocab)
-        out.append((a, b, c))
-    return out
+    a, rest = order // (vocab * vocab), order % (vocab * vocab)
+    return list(zip(a.tolist(), (rest // vocab).tolist(), (rest % vocab).tolist()))
+
+
+def top_skip_trigrams(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, k: int) -> list[tuple[int, int, int]]:
+    """The k (A, B, C) with the largest score summed over heads, best first."""
+    return rank_triples(total_skip_trigram_scores(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U), k)
 
 
 def recovery_rate(found, planted) -> float:

@@ -9,6 +9,8 @@ A small lesson-like set, written from the maths (not from the grader's code):
 * ``ranking(scores)``       list of (index,) sorted by decreasing score
 * ``mean_norm(x)``          a float: mean Euclidean norm of the rows
 * ``qk_pair(x, W_Q, W_K)``  a tuple (x W_Q, x W_K)
+* ``ov_circuit(W_E, W_V, W_O, W_U)``  per-head full OV circuit W_E W_V^h W_O^h W_U [h, v, v]
+* ``top_direction(M)``      the top right-singular vector (sign-free: a custom ``compare``)
 
 The module is importable by worker processes (tests put its folder on ``sys.path``).
 """
@@ -127,6 +129,37 @@ def qk_pair_cases():
                                             torch.randn(6, 4, generator=g, dtype=torch.float64)))]
 
 
+def ov_circuit_ref(W_E, W_V, W_O, W_U):
+    return W_E @ W_V @ W_O @ W_U
+
+
+def ov_circuit_cases():
+    cases = []
+    for seed, (v, m, h, d, dtype) in enumerate([(7, 8, 2, 4, torch.float64), (5, 6, 1, 3, torch.float32)]):
+        g = torch.Generator().manual_seed(300 + seed)
+        args = (torch.randn(v, m, generator=g, dtype=dtype), torch.randn(h, m, d, generator=g, dtype=dtype),
+                torch.randn(h, d, m, generator=g, dtype=dtype), torch.randn(m, v, generator=g, dtype=dtype))
+        cases.append(Case(f"seed {seed}, {h} heads, d_vocab {v}", args,
+                          {"d_vocab": v, "d_model": m, "n_heads": h, "d_head": d}))
+    return cases
+
+
+def top_direction_ref(M):
+    return torch.linalg.svd(M).Vh[0]
+
+
+def top_direction_compare(got, expected, case):
+    cos = float((got @ expected).abs() / (got.norm() * expected.norm()))
+    if abs(cos - 1) > 1e-6:
+        return f"not the top right-singular direction (|cos| with it is {cos:.3f})"
+    return None
+
+
+def top_direction_cases():
+    g = torch.Generator().manual_seed(400)
+    return [Case("a 6x4 matrix", (torch.randn(6, 4, generator=g, dtype=torch.float64),))]
+
+
 ATTN = Exercise(LESSON, "attn_scores", 3, attn_scores_ref, attn_scores_cases,
                 summary="causal, scaled attention scores", timeout_s=20,
                 mistakes=[Mistake("no causal mask",
@@ -140,5 +173,9 @@ RANKING = Exercise(LESSON, "ranking", 1, ranking_ref, ranking_cases, output="lis
 MEAN_NORM = Exercise(LESSON, "mean_norm", 1, mean_norm_ref, mean_norm_cases, output="float")
 QK_PAIR = Exercise(LESSON, "qk_pair", 1, qk_pair_ref, qk_pair_cases, output="tuple")
 
-ALL = [ATTN, EMBED, DOUBLE, PAIRS, RANKING, MEAN_NORM, QK_PAIR]
+OV = Exercise(LESSON, "ov_circuit", 2, ov_circuit_ref, ov_circuit_cases)
+TOP = Exercise(LESSON, "top_direction", 1, top_direction_ref, top_direction_cases,
+               compare=top_direction_compare)
+
+ALL = [ATTN, EMBED, DOUBLE, PAIRS, RANKING, MEAN_NORM, QK_PAIR, OV, TOP]
 CORE = [ATTN, EMBED, DOUBLE]

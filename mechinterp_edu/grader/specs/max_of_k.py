@@ -186,8 +186,6 @@ def _evou_variant(kind: str):
             return W_E @ W_V @ W_O @ W_U
         if kind == "e_q":
             return (W_E + W_pos[-1]) @ W_V @ W_O @ W_U
-        if kind == "ov_order":
-            return (W_E + W_pos.mean(0)) @ W_O @ W_V @ W_U
         raise ValueError(kind)
     return fn
 
@@ -200,18 +198,12 @@ EVOU_MISTAKES: dict[str, tuple[str, Callable]] = {
     "E_q in EVOU": (
         "EVOU used E_q = W_E + W_pos[-1]: the values come from every position, so use the average "
         "E_bar = W_E + P_avg; the per-position rest is PVOU.", _evou_variant("e_q")),
-    "W_O before W_V": (
-        "The OV circuit is W_V then W_O (x W_V W_O): values first, then the output matrix.",
-        _evou_variant("ov_order")),
 }
 
 PVOU_MISTAKES: dict[str, tuple[str, Callable]] = {
     "raw W_pos in PVOU": (
         "PVOU used the raw W_pos: P_avg is already inside EVOU (through E_bar), so use "
         "P_hat = W_pos - P_avg.", lambda W_pos, W_V, W_O, W_U: W_pos @ W_V @ W_O @ W_U),
-    "W_O before W_V": (
-        "The OV circuit is W_V then W_O: P_hat W_V W_O W_U.",
-        lambda W_pos, W_V, W_O, W_U: (W_pos - W_pos.mean(0)) @ W_O @ W_V @ W_U),
 }
 
 
@@ -424,7 +416,7 @@ def _training_bug_mistakes() -> list[Mistake]:
         logits = resid[:, 0] @ W_U
         return torch.nn.functional.cross_entropy(logits, tokens.max(-1).values)
     out.append(Mistake("logits of the first position",
-                       "The loss reads the first position; the max is read at the last position, the only "
+                       "logits of the first position: the loss reads the first position; the max is read at the last position, the only "
                        "one that sees every token.", first_position))
     return out
 

@@ -1,0 +1,116 @@
+"""``python -m mechinterp_edu grade``: output, exit codes, lessons, progress; and every lesson's
+solutions score full marks while its stubs score zero with "not implemented yet"."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from mechinterp_edu.cli import main
+from mechinterp_edu.course import LESSONS, get_lesson
+from mechinterp_edu.grader import progress
+from mechinterp_edu.grader.grade import grade_file
+
+RESULT_KEYS = {"exercise", "passed", "score", "max_score", "feedback"}
+
+
+def has_spec(lesson) -> bool:
+    return importlib.util.find_spec(lesson.grading) is not None
+
+
+GRADED = [l for l in LESSONS if has_spec(l) and l.solution_path.is_file() and l.exercise_path.is_file()]
+FIRST = GRADED[0] if GRADED else None
+needs_lesson = pytest.mark.skipif(FIRST is None, reason="no lesson has a spec, a solution and a stub yet")
+
+
+@pytest.mark.parametrize("lesson", [l.number for l in LESSONS])
+def test_solutions_full_marks_and_stubs_not_implemented(lesson):
+    info = get_lesson(lesson)
+    if not (has_spec(info) and info.solution_path.is_file() and info.exercise_path.is_file()):
+        pytest.skip(f"lesson {lesson:02d} has no spec / solution / stub yet")
+    solved = grade_file(info.solution_path)
+    assert solved.results, "a lesson with a spec grades at least one exercise"
+    failures = [(r.exercise, r.feedback) for r in solved.results if not r.passed]
+    assert not failures
+    assert solved.score == solved.max_score > 0
+    stub = grade_file(info.exercise_path)
+    assert [r.exercise for r in stub.results] == [r.exercise for r in solved.results]
+    assert stub.score == 0
+    assert all(r.feedback == "not implemented yet" for r in stub.results), \
+        [r.feedback for r in stub.results]
+
+
+@needs_lesson
+def test_json_output_and_exit_code_zero_for_the_solutions(capsys, progress_store):
+    code = main(["grade", str(FIRST.solution_path), "--json"])
+    lines = [l for l in capsys.readouterr().out.splitlines() if l.strip()]
+    assert code == 0 and len(lines) == 1
+    obj = json.loads(lines[0])
+    assert set(obj) == {"file", "lesson", "score", "max_score", "results"}
+    assert obj["lesson"] == FIRST.number and obj["score"] == obj["max_score"] > 0
+    assert all(set(r) == RESULT_KEYS and r["passed"] for r in obj["results"])
+    # the run was recorded
+    recorded = progress.load_progress()
+    assert recorded.lessons[FIRST.number].score == obj["max_score"]
+
+
+@needs_lesson
+def test_human_output_for_the_stubs(capsys, progress_store):
+    code = main(["grade", str(FIRST.number)])       # a lesson number means its exercises/ file
+    out = capsys.readouterr().out.splitlines()
+    assert code == 1
+    assert out[0].startswith(str(FIRST.exercise_path)) and f"(lesson {FIRST.number:02d})" in out[0]
+    exercise_lines = [l for l in out if l.startswith("  ✗ ")]
+    assert exercise_lines and all(l.rstrip().endswith(f"0/{l.split('/')[-1]}") for l in exercise_lines)
+    assert out.count("      not implemented yet") == len(exercise_lines)
+    assert out[-1].startswith("  total 0/")
+    assert progress.load_progress().lessons[FIRST.number].passed == 0
+
+
+@needs_lesson
+def test_no_progress_flag(capsys, progress_store):
+    assert main(["grade", str(FIRST.solution_path), "--no-progress"]) == 0
+    assert not progress_store.exists()
+
+
+@needs_lesson
+def test_a_file_elsewhere_needs_its_lesson(tmp_path, capsys):
+    copy = tmp_path / "my_attempt.py"
+    shutil.copy(FIRST.solution_path, copy)
+    assert main(["grade", str(copy), "--no-progress"]) == 2
+    assert "cannot tell which lesson my_attempt.py belongs to" in capsys.readouterr().err
+    assert main(["grade", str(copy), "--lesson", str(FIRST.number), "--no-progress"]) == 0
+
+
+def test_bad_paths_and_lessons_get_one_clear_line(capsys):
+    assert main(["grade", "no/such/file.py"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["error: no such file: no/such/file.py"]
+    assert main(["grade", "nonsense_lesson"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "neither a file nor a lesson" in err[0]
+
+
+def test_default_grades_every_exercise_file(capsys):
+    files = sorted(p for p in get_lesson(1).exercise_path.parent.glob("[0-9][0-9]_*.py"))
+    if not files:
+        pytest.skip("no exercise files yet")
+    code = main(["grade", "--json", "--no-progress"])
+    captured = capsys.readouterr()
+    graded = [json.loads(l)["file"] for l in captured.out.splitlines() if l.strip()]
+    errors = [l for l in captured.err.splitlines() if l.startswith("error:")]
+    assert len(graded) + len(errors) == len(files)
+    assert code != 0                              # the stubs do not pass
+
+
+@needs_lesson
+@pytest.mark.slow
+def test_cli_in_a_fresh_process():
+    proc = subprocess.run([sys.executable, "-m", "mechinterp_edu", "grade", str(FIRST.solution_path),
+                           "--json", "--no-progress"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1])["score"] > 0

@@ -1,0 +1,196 @@
+"""The adversarial corpus: submissions that try to fool, crash or escape the grader.
+
+Every file in tests/adversarial/ (except the toy spec) is graded in the sandbox against
+three toy exercises (attn_scores, embed_logits, double). The table below gives, for
+each file and exercise, either True (must pass: the honest parts of a hostile file are
+still graded) or a phrase the failure's feedback must contain. No hostile file may
+earn a point it did not compute honestly, and the grader must survive all of them.
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ADVERSARIAL = Path(__file__).resolve().parent / "adversarial"
+sys.path.insert(0, str(ADVERSARIAL))
+import grader_toy_spec as spec  # noqa: E402
+
+from mechinterp_edu.grader.grade import grade_file, grade_source  # noqa: E402
+from mechinterp_edu.grader.sandbox import Limits  # noqa: E402
+
+LIMITS = Limits(memory_mb=600, load_timeout_s=20)
+OK = True
+ALL_OK = {"attn_scores": OK, "embed_logits": OK, "double": OK}
+
+
+def attn_fails(phrase):
+    return {"attn_scores": phrase, "embed_logits": OK, "double": OK}
+
+
+def double_fails(phrase):
+    return {"attn_scores": OK, "embed_logits": OK, "double": phrase}
+
+
+def all_fail(phrase):
+    return {"attn_scores": phrase, "embed_logits": phrase, "double": phrase}
+
+
+BLOCKED = "not allowed in the grader's sandbox"
+
+VERDICTS = {
+    # honest controls
+    "honest_correct.py": ALL_OK,
+    "honest_alternative.py": ALL_OK,
+    "mutates_inputs.py": ALL_OK,                      # right answers; inputs changed afterwards
+    "valid_notebook.ipynb": ALL_OK,
+    # objects that lie about equality
+    "eq_always_true.py": attn_fails("returned submission.AlwaysEqual"),
+    "tensor_subclass.py": attn_fails("a subclass of torch.Tensor"),
+    # monkeypatching torch / numpy / the grader
+    "patch_allclose.py": attn_fails("all zeros"),
+    "patch_numpy_savez.py": all_fail("all zeros"),
+    "patch_grader.py": all_fail("importing 'mechinterp_edu.grader.compare' is not allowed"),
+    # getting the answer from the course instead of computing it
+    "import_reference.py": attn_fails("importing 'mechinterp_edu' is not allowed"),
+    "import_solutions.py": attn_fails("importing 'solutions' is not allowed"),
+    "exec_test_spec.py": attn_fails("reference code and solutions are off limits"),
+    "dir_fd_escape.py": attn_fails(BLOCKED),
+    "chdir_symlink.py": attn_fails(BLOCKED),
+    "read_parent_memory.py": attn_fails("reading another process"),
+    "gc_hunt.py": attn_fails("all zeros"),
+    # processes, shells, native code, signals
+    "subprocess_cat.py": attn_fails(BLOCKED),
+    "os_system.py": attn_fails(BLOCKED),
+    "posixsubprocess_fork.py": attn_fails("Operation not permitted"),
+    "ctypes_libc.py": attn_fails(BLOCKED),
+    "fork_bomb.py": attn_fails(BLOCKED),
+    "kill_parent.py": attn_fails(BLOCKED),
+    "write_outside.py": attn_fails("only the sandbox's own temp folder is writable"),
+    # exits, crashes, hangs, memory
+    "sys_exit_import.py": all_fail("called sys.exit()"),
+    "sys_exit_call.py": attn_fails("called sys.exit()"),
+    "os_exit_call.py": attn_fails("ended the grading process"),
+    "infinite_loop.py": double_fails("timed out after 3 s"),
+    "sleep_past_timeout.py": double_fails("timed out after 3 s"),
+    "hostile_exception.py": double_fails("timed out after 3 s"),
+    "memory_bomb.py": attn_fails("ran out of memory"),
+    # faking a pass
+    "print_passed.py": attn_fails("all zeros"),
+    # broken files
+    "syntax_error.py": all_fail("syntax error in syntax_error.py at line 5"),
+    "raise_in_import.py": all_fail("raised RuntimeError while loading"),
+    "invalid_notebook.ipynb": all_fail("not valid JSON"),
+    "not_a_notebook.ipynb": all_fail("not a Jupyter notebook"),
+    "tagged_notebook.ipynb": {"attn_scores": OK, "embed_logits": "missing function `embed_logits`",
+                              "double": OK},
+    # wrong answers of the wrong kind
+    "wrong_shape.py": attn_fails("axis 0 (head) of size 2 (n_heads = 2) is missing"),
+    "nan_output.py": double_fails("contains NaN"),
+    "returns_list.py": double_fails("returned a Python list"),
+    "returns_numpy.py": double_fails("returned a numpy.ndarray"),
+    "returns_none.py": double_fails("returned None"),
+}
+
+
+def corpus_files() -> list[str]:
+    return sorted(p.name for p in ADVERSARIAL.iterdir()
+                  if p.suffix in (".py", ".ipynb") and p.name != "grader_toy_spec.py")
+
+
+def test_corpus_is_complete_and_large_enough():
+    files = corpus_files()
+    assert sorted(VERDICTS) == files, "every corpus file needs an expected verdict (and vice versa)"
+    hostile = [f for f, v in VERDICTS.items() if v != ALL_OK]
+    assert len(hostile) >= 25
+
+
+@pytest.mark.parametrize("name", sorted(VERDICTS))
+def test_adversarial_verdict(name):
+    report = grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS)
+    assert [r.exercise for r in report.results] == ["attn_scores", "embed_logits", "double"]
+    expected = VERDICTS[name]
+    for result in report.results:
+        want = expected[result.exercise]
+        if want is OK:
+            assert result.passed, f"{name}: {result.exercise} should pass: {result.feedback}"
+            assert result.score == result.max_score
+        else:
+            assert not result.passed, f"{name}: {result.exercise} must not pass"
+            assert result.score == 0
+            assert want in result.feedback, f"{name}: {result.exercise}: {result.feedback!r}"
+    assert report.score == sum(r.max_score for r in report.results if expected[r.exercise] is OK)
+
+
+def test_hostile_files_left_no_trace():
+    assert not Path("/tmp/mechinterp_adversarial_marker.txt").exists()
+
+
+def test_os_exit_restarts_a_child_for_the_remaining_exercises():
+    source = '''
+import os
+import torch
+
+def double(x):
+    return 2 * x
+
+def attn_scores(q, k):
+    os._exit(7)
+
+def embed_logits(X, W_E, W_pos, W_U):
+    return (X @ W_E + W_pos[: X.shape[-2]]) @ W_U
+'''
+    report = grade_source(source, exercises=[spec.DOUBLE, spec.ATTN, spec.EMBED], limits=LIMITS)
+    double, attn, embed = report.results
+    assert double.passed and embed.passed
+    assert not attn.passed and "exit code 7" in attn.feedback
+
+
+def test_timeout_kills_promptly_and_grades_the_rest():
+    source = '''
+import torch
+
+def double(x):
+    import time
+    time.sleep(1000)
+
+def embed_logits(X, W_E, W_pos, W_U):
+    return (X @ W_E + W_pos[: X.shape[-2]]) @ W_U
+'''
+    start = time.monotonic()
+    report = grade_source(source, exercises=[spec.DOUBLE, spec.EMBED], limits=LIMITS)
+    elapsed = time.monotonic() - start
+    double, embed = report.results
+    assert "timed out after 3 s" in double.feedback and embed.passed
+    assert elapsed < 30
+
+
+def test_module_level_infinite_loop_is_a_verdict():
+    source = "import torch\nwhile True:\n    pass\n"
+    limits = Limits(memory_mb=600, load_timeout_s=2)
+    report = grade_source(source, exercises=[spec.DOUBLE, spec.EMBED], limits=limits)
+    for result in report.results:
+        assert not result.passed
+        assert "still running its top-level code after 2 s" in result.feedback
+
+
+def test_sandbox_and_in_process_agree_on_an_honest_file():
+    source = (ADVERSARIAL / "honest_alternative.py").read_text()
+    boxed = grade_source(source, exercises=spec.CORE, limits=LIMITS)
+    trusted = grade_source(source, exercises=spec.CORE, sandbox=False)
+    assert boxed.to_dict()["results"] == trusted.to_dict()["results"]
+    assert boxed.score == boxed.max_score
+
+
+def test_grading_survives_a_dead_fork_server():
+    from mechinterp_edu.grader import sandbox
+
+    server = sandbox.get_server()
+    server.wait_ready(120)
+    os.killpg(server.proc.pid, 9)
+    server.proc.wait(timeout=10)
+    report = grade_file(ADVERSARIAL / "honest_correct.py", exercises=spec.CORE, limits=LIMITS)
+    assert report.score == report.max_score
