@@ -31,9 +31,10 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-d
 SERVER_START_S = 90
 PAGE_IDLE_S = 300          # a cold page may load a model and run sympy on a busy 2-core machine
 STABLE_S = 2.0
-MAX_SCREENSHOT_HEIGHT = 12_000
+MAX_SCREENSHOT_HEIGHT = 20_000
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# One worker runs them all under `make test` (-n 2 --dist loadgroup): one server, one Chromium.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
 
 
 def find_chromium() -> str | None:

@@ -27,6 +27,9 @@ APP = ROOT / "app.py"
 PAGES = "mechinterp_edu/app/pages"
 TIMEOUT = 240  # first runs import torch / load models / run sympy on a shared 2-core machine
 
+# One worker runs them all under `make test` (-n 2 --dist loadgroup), sharing the app's caches.
+pytestmark = pytest.mark.xdist_group("app")
+
 
 # --------------------------------------------------------------------------- helpers
 def new_app() -> AppTest:
@@ -205,6 +208,7 @@ FIXTURE_LESSON = textwrap.dedent("""\
     ::chart fake.mixed
     ::chart fake.table
     ::chart fake.metrics
+    ::chart fake.unpicklable
 
     ::step errors Things that go wrong
     ::chart fake.broken
@@ -223,6 +227,11 @@ FIXTURE_STUB = textwrap.dedent('''\
     ''')
 
 SEEN_CTX: list[dict] = []
+UNPICKLABLE_CALLS: list[int] = []
+
+
+class Note(str):
+    pass
 
 
 def _fake_charts():
@@ -254,6 +263,12 @@ def _fake_charts():
     def metrics(ctx):
         return {"head": ctx["head"], "scale": ctx["scale"], "show": ctx["show"]}
 
+    def unpicklable(ctx):
+        UNPICKLABLE_CALLS.append(ctx["head"])
+        note = Note(f"A note that does not pickle, for head {ctx['head']}.")
+        note.callback = lambda: None          # a lambda attribute: pickle fails, cache_resource is used
+        return note
+
     def broken(ctx):
         raise RuntimeError("boom")
 
@@ -261,7 +276,8 @@ def _fake_charts():
         raise CheckpointError("The checkpoint for model 'toy' is missing: toy.pt. "
                               "Rebuild it with `python -m mechinterp_edu train toy`.")
 
-    fns = {"heat": heat, "mixed": mixed, "table": table, "metrics": metrics, "broken": broken, "ckpt": ckpt}
+    fns = {"heat": heat, "mixed": mixed, "table": table, "metrics": metrics, "unpicklable": unpicklable,
+           "broken": broken, "ckpt": ckpt}
     return {f"fake.{k}": LiveChart(f"fake.{k}", f"Fake {k}", fn, f"description of {k}") for k, fn in fns.items()}
 
 
@@ -306,6 +322,7 @@ def fixture_course(tmp_path, monkeypatch):
     monkeypatch.setattr(spec, "exercises_for",
                         lambda n: [fake_ex] if int(n) == 1 else real_exercises_for(n))
     SEEN_CTX.clear()
+    UNPICKLABLE_CALLS.clear()
     return tmp_path
 
 
@@ -334,6 +351,7 @@ def test_fixture_lesson_full_page_shows_every_output_kind(fixture_course):
     failed = [t for t in texts(at) if "failed]" in t]
     assert len(failed) == 1 and "bad" in failed[0] and "2ab" not in failed[0]
     assert "Some **markdown** from a live chart." in body
+    assert "A note that does not pickle, for head 0." in body
     # Errors: one clear line each, saying what to do.
     errs = errors(at)
     assert any("Fake broken" in e and "RuntimeError: boom" in e and "Reset controls" in e for e in errs), errs
@@ -364,10 +382,12 @@ def test_fixture_changed_control_reruns_the_live_computation(fixture_course):
     assert_clean(at)
     assert SEEN_CTX[-1] == {"model": "other", "head": 2, "prompt": "a b", "scale": 1.5, "show": False,
                             "tokens": ["b", "c"]}
-    # Same ctx again: served from the cache, not recomputed.
-    calls = len(SEEN_CTX)
+    # Same ctx again: served from the cache, not recomputed (the unpicklable output from
+    # cache_resource, the others from cache_data).
+    calls, odd_calls = len(SEEN_CTX), len(UNPICKLABLE_CALLS)
     at.run()
-    assert len(SEEN_CTX) == calls
+    assert len(SEEN_CTX) == calls and len(UNPICKLABLE_CALLS) == odd_calls
+    assert "A note that does not pickle, for head 2." in "\n".join(texts(at))
 
 
 def test_fixture_bad_prompt_gives_a_clear_message(fixture_course):

@@ -4,9 +4,15 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import shutil
 import subprocess
 import sys
+import tempfile
+
+# keep the grader's case cache out of the home folder (shared by the grader's test modules)
+os.environ.setdefault("MECHINTERP_EDU_GRADER_CACHE",
+                      os.path.join(tempfile.gettempdir(), "mechinterp-edu-tests-grader-cache"))
 
 import pytest
 

@@ -8,8 +8,14 @@ tested in test_grader_sandbox.py.
 from __future__ import annotations
 
 import math
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+# keep the grader's case cache out of the home folder (shared by the grader's test modules)
+os.environ.setdefault("MECHINTERP_EDU_GRADER_CACHE",
+                      os.path.join(tempfile.gettempdir(), "mechinterp-edu-tests-grader-cache"))
 
 import numpy as np
 import pytest

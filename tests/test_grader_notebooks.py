@@ -1,8 +1,14 @@
 """Notebook submissions: nbformat, the 'graded' tag, IPython magics, broken notebooks."""
 from __future__ import annotations
 
+import os
 import sys
+import tempfile
 from pathlib import Path
+
+# keep the grader's case cache out of the home folder (shared by the grader's test modules)
+os.environ.setdefault("MECHINTERP_EDU_GRADER_CACHE",
+                      os.path.join(tempfile.gettempdir(), "mechinterp-edu-tests-grader-cache"))
 
 import nbformat
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook

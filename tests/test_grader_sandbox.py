@@ -10,8 +10,13 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from pathlib import Path
+
+# keep the grader's case cache out of the home folder (shared by the grader's test modules)
+os.environ.setdefault("MECHINTERP_EDU_GRADER_CACHE",
+                      os.path.join(tempfile.gettempdir(), "mechinterp-edu-tests-grader-cache"))
 
 import pytest
 

@@ -384,7 +384,7 @@ def test_live_scores_check_agrees_and_explains_bad_prompts():
     assert list(frame["token"]) == [3, 60, 17, 9]
     for bad in ("1 2 3", "1 2 3 99", "a b c d"):
         message = compute("max_of_k.scores_check", {"prompt": bad})
-        assert isinstance(message, str) and "4 tokens" in message or "numbers" in message
+        assert isinstance(message, str) and ("exactly 4 tokens" in message or "whole numbers" in message), message
 
 
 def test_bug_lab_toggles_show_their_symptoms():
@@ -397,11 +397,11 @@ def test_bug_lab_toggles_show_their_symptoms():
     assert scaled["EQKE ratio"] == pytest.approx(1 / math.sqrt(32))
     raw = bug_lab_state({"bug_raw_pos_in_eqkp": True})
     assert raw["EQKP ratio"] > 10 and raw["logit change from the circuit bugs"] < 1e-9
-    # training bugs retrain (short run here); both sides then use the same number of steps
-    last = bug_lab_state({"bug_last_token_target": True, "lab_steps": 300})
+    # training bugs retrain the model (a short run here)
+    last = bug_lab_state({"bug_last_token_target": True, "lab_steps": 150})
     assert last["EU diagonal (lab)"] >= 0.9 > 0.5 > last["EU diagonal (correct)"]
     assert last["accuracy on max (lab model)"] < 0.5
-    sqrt_d = bug_lab_state({"bug_sqrt_d_multiplier": True, "lab_steps": 300})
+    sqrt_d = bug_lab_state({"bug_sqrt_d_multiplier": True, "lab_steps": 150})
     assert sqrt_d["EQKE ratio"] < 0.3
     out = compute("max_of_k.bug_lab", {"bug_divide_by_d_head": True, "bug_raw_pos_in_eqkp": True})
     assert _kinds(out) == ["markdown", "metrics", "chart"]

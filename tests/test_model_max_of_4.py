@@ -85,7 +85,6 @@ def test_head_weights_refuse_biases():
     torch.manual_seed(1)
     model = SPEC.build(SPEC.config)
     with torch.no_grad():
-        model.blocks[0].attn.b_Q.fill_(0.5) if hasattr(model.blocks[0].attn, "b_Q") else None
         for name, p in model.named_parameters():
             if name.endswith("q._original_component.bias"):
                 p.fill_(0.5)
@@ -233,7 +232,7 @@ def test_recipe_is_deterministic():
 
 
 def test_training_bugs_change_what_is_learned():
-    last = SPEC.train(steps=300, device="cpu", progress=False, bugs=["last_token_target"],
+    last = SPEC.train(steps=150, device="cpu", progress=False, bugs=["last_token_target"],
                       evaluate_model=False).model
     c = ref.circuits_of(last)
     # trained to copy the query: the direct path grows a copying diagonal

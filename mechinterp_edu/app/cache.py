@@ -13,11 +13,12 @@ break the others.
 from __future__ import annotations
 
 import importlib
+import pickle
 from pathlib import Path
 from typing import Any
 
 import streamlit as st
-from streamlit.runtime.caching.cache_errors import UnserializableReturnValueError
+from streamlit.runtime.caching.cache_errors import CacheError, UnserializableReturnValueError
 
 from mechinterp_edu.lesson_source import Lesson, load_lesson
 
@@ -128,9 +129,23 @@ def live_output(name: str, ctx: dict[str, Any]):
     if name not in _UNPICKLABLE:
         try:
             return _live_data(name, frozen)
-        except UnserializableReturnValueError:
-            _UNPICKLABLE.add(name)
+        except Exception as exc:  # noqa: BLE001 - only a pickling failure falls through
+            if not _is_pickling_failure(exc):
+                raise
+            _UNPICKLABLE.add(name)   # remembered: later calls go straight to cache_resource
     return _live_resource(name, frozen)
+
+
+def _is_pickling_failure(exc: BaseException) -> bool:
+    """st.cache_data could not pickle the output (Streamlit wraps some of these, not all:
+    a local lambda raises a bare AttributeError "Can't pickle local object")."""
+    while exc is not None:
+        if isinstance(exc, (UnserializableReturnValueError, CacheError, pickle.PicklingError)):
+            return True
+        if isinstance(exc, (AttributeError, TypeError)) and "pickle" in str(exc).lower():
+            return True
+        exc = exc.__cause__
+    return False
 
 
 def clear_all() -> None:

@@ -8,6 +8,7 @@ the result in the progress store.
 """
 from __future__ import annotations
 
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import streamlit as st
@@ -190,6 +191,7 @@ def _editor(number: int, info, stub: str | None) -> str:
 
 # --------------------------------------------------------------------------- grading
 _POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
 
 
 def _grader_thread() -> ThreadPoolExecutor:
@@ -201,9 +203,10 @@ def _grader_thread() -> ThreadPoolExecutor:
     dying server). Grading on this thread keeps it alive and warm between runs.
     """
     global _POOL
-    if _POOL is None:
-        _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mechinterp-grader")
-    return _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max_workers=1, thread_name_prefix="mechinterp-grader")
+        return _POOL
 
 
 def _grade_section(number: int, name: str, text: str, graded: bool) -> None:

@@ -111,9 +111,7 @@ def _setup_section() -> None:
     rows = _model_rows()
     if rows:
         st.dataframe(rows, hide_index=True, width="stretch")
-    st.caption("Lesson 5 uses the toy `ioi_small` model by default. GPT-2 small is used only where its "
-               "weights are already on this machine; otherwise the lesson says so in one sentence and "
-               "keeps the toy model.")
+    st.caption(gpt2_sentence())
 
 
 def _model_rows() -> list[dict]:
@@ -141,6 +139,27 @@ def _model_rows() -> list[dict]:
             row["checkpoint"] = explain(exc, "This model")
         rows.append(row)
     return rows
+
+
+GPT2_DEFAULT = ("Lesson 5 uses the toy `ioi_small` model by default. GPT-2 small is used only where its "
+                "weights are already on this machine; the app never downloads it.")
+
+
+@st.cache_data(show_spinner=False, ttl=600)
+def gpt2_sentence() -> str:
+    """One sentence on GPT-2 small: a local cache look-up only, never a download."""
+    try:
+        from mechinterp_edu.models import gpt2
+
+        check = getattr(gpt2, "gpt2_small_available", None) or getattr(gpt2, "_weights_in_local_cache", None)
+        if check is None:
+            return GPT2_DEFAULT
+        if check():
+            return "GPT-2 small's weights are on this machine: lesson 5 can use them next to the toy `ioi_small`."
+        return ("GPT-2 small's weights are not on this machine (the app never downloads them), so lesson 5 "
+                "uses its toy model `ioi_small`.")
+    except Exception:  # noqa: BLE001 - a one-line fact on the home page must not break it
+        return GPT2_DEFAULT
 
 
 def _size(n: int) -> str:

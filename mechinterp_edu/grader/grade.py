@@ -127,17 +127,33 @@ def lesson_exercises(lesson: int) -> list:
 class _Prepared:
     exercise: Any
     device: str
-    cases: list = field(default_factory=list)
     specs: list = field(default_factory=list)
     arrays: dict = field(default_factory=dict)
     data: list = field(default_factory=list)       # compare.CaseData per case
     error: str = ""
+    from_disk: bool = False
+    _cases: Optional[list] = None                  # the spec's Case objects (lazy after a disk hit)
     _mistakes: Optional[list] = None
     _terms: dict = field(default_factory=dict)
+
+    def real_cases(self) -> Optional[list]:
+        """The spec's Case objects (built on demand when the rest came from the disk cache)."""
+        if self._cases is None:
+            try:
+                cases = list(self.exercise.cases())
+            except Exception:  # noqa: BLE001
+                return None
+            if [c.label for c in cases] != [d.label for d in self.data]:
+                return None
+            self._cases = cases
+            for data, case in zip(self.data, cases):
+                data.case = case
+        return self._cases
 
 
 _CACHE: "OrderedDict[tuple, _Prepared]" = OrderedDict()
 _CACHE_SIZE = 64
+_EXPECTED = "__expected_"
 
 
 def _to_device(value, device):
@@ -168,7 +184,7 @@ def _float_dtypes(value, out: list) -> list:
     return out
 
 
-def _normalize_trusted(value, kind: str):
+def _encode_trusted(value, kind: str, key: str = "r") -> tuple[dict, dict]:
     """Encode a trusted (reference / mistake) output exactly as a learner's is encoded."""
     import numpy as np
     import torch
@@ -176,7 +192,12 @@ def _normalize_trusted(value, kind: str):
     from mechinterp_edu.grader import _child
 
     arrays: dict = {}
-    meta = _child.encode_output(value, kind, "r", arrays, torch, np)
+    meta = _child.encode_output(value, kind, key, arrays, torch, np)
+    return meta, arrays
+
+
+def _normalize_trusted(value, kind: str):
+    meta, arrays = _encode_trusted(value, kind)
     return normalize_output(meta, arrays)
 
 
@@ -188,35 +209,74 @@ def _output_dtypes(value) -> list:
     return []
 
 
+def _from_disk(exercise, device: str, entry: dict) -> Optional[_Prepared]:
+    from mechinterp_edu.grader.compare import CaseData, tolerance_for
+
+    try:
+        arrays = entry["arrays"]
+        prepared = _Prepared(exercise, device, from_disk=True)
+        prepared.specs = entry["specs"]
+        prepared.arrays = {k: v for k, v in arrays.items() if not k.startswith(_EXPECTED)}
+        for label, info, meta, dtypes in zip(entry["labels"], entry["infos"], entry["expected"],
+                                             entry["dtypes"], strict=True):
+            expected = normalize_output(meta, arrays)
+            tol = tolerance_for(exercise.rtol, exercise.atol_frac, dtypes)
+            prepared.data.append(CaseData(str(label), dict(info), expected, tol, None))
+        if len(prepared.specs) != len(prepared.data):
+            return None
+        return prepared
+    except Exception:  # noqa: BLE001 - a damaged entry is a cache miss
+        return None
+
+
 def _prepare(exercise, device: str) -> _Prepared:
     key = (id(exercise), device)
     cached = _CACHE.get(key)
     if cached is not None and cached.exercise is exercise:
         _CACHE.move_to_end(key)
         return cached
+    from mechinterp_edu.grader import cache
     from mechinterp_edu.grader.compare import CaseData, tolerance_for
 
-    prepared = _Prepared(exercise, device)
-    try:
-        cases = list(exercise.cases())
-    except Exception as exc:  # noqa: BLE001 - a broken spec must not stop the other exercises
-        prepared.error = f"grader error: the cases of `{exercise.name}` could not be built ({type(exc).__name__}: {exc})"
-        return prepared
-    try:
-        for j, case in enumerate(cases):
-            prepared.specs.append(encode_args(case.args, f"{exercise.name}_{j}", prepared.arrays))
-            expected = _normalize_trusted(exercise.reference(*_to_device(case.args, device)),
-                                          exercise.output)
-            if isinstance(expected, OtherOut):
-                raise TypeError(f"the reference returned {expected.type} for a {exercise.output!r} exercise")
-            dtypes = _float_dtypes(case.args, []) + _output_dtypes(expected)
-            tol = tolerance_for(exercise.rtol, exercise.atol_frac, dtypes)
-            prepared.data.append(CaseData(case.label, dict(case.info), expected, tol, case))
-        prepared.cases = cases
-    except Exception as exc:  # noqa: BLE001
-        prepared.error = (f"grader error: the reference answer of `{exercise.name}` could not be "
-                          f"computed ({type(exc).__name__}: {exc})")
-        return prepared
+    disk = cache.entry_key(exercise, device)
+    prepared = None
+    if disk is not None:
+        entry = cache.load(*disk)
+        if entry is not None:
+            prepared = _from_disk(exercise, device, entry)
+    if prepared is None:
+        prepared = _Prepared(exercise, device)
+        try:
+            cases = list(exercise.cases())
+        except Exception as exc:  # noqa: BLE001 - a broken spec must not stop the other exercises
+            prepared.error = (f"grader error: the cases of `{exercise.name}` could not be built "
+                              f"({type(exc).__name__}: {exc})")
+            return prepared
+        metas, dtype_lists, expected_arrays = [], [], {}
+        try:
+            for j, case in enumerate(cases):
+                prepared.specs.append(encode_args(case.args, f"{exercise.name}_{j}", prepared.arrays))
+                meta, arrays = _encode_trusted(exercise.reference(*_to_device(case.args, device)),
+                                               exercise.output, f"{_EXPECTED}{j}")
+                expected = normalize_output(meta, arrays)
+                if isinstance(expected, OtherOut):
+                    raise TypeError(f"the reference returned {expected.type} for a "
+                                    f"{exercise.output!r} exercise")
+                dtypes = _float_dtypes(case.args, []) + _output_dtypes(expected)
+                tol = tolerance_for(exercise.rtol, exercise.atol_frac, dtypes)
+                prepared.data.append(CaseData(case.label, dict(case.info), expected, tol, case))
+                metas.append(meta)
+                dtype_lists.append(dtypes)
+                expected_arrays.update(arrays)
+            prepared._cases = cases
+        except Exception as exc:  # noqa: BLE001
+            prepared.error = (f"grader error: the reference answer of `{exercise.name}` could not be "
+                              f"computed ({type(exc).__name__}: {exc})")
+            return prepared
+        if disk is not None:
+            cache.store(*disk, prepared.specs, [d.label for d in prepared.data],
+                        [d.info for d in prepared.data], metas, dtype_lists,
+                        {**prepared.arrays, **expected_arrays})
     _CACHE[key] = prepared
     while len(_CACHE) > _CACHE_SIZE:
         _CACHE.popitem(last=False)
@@ -226,9 +286,10 @@ def _prepare(exercise, device: str) -> _Prepared:
 def _mistake_outputs(prepared: _Prepared) -> list:
     if prepared._mistakes is None:
         out = []
-        for mistake in prepared.exercise.mistakes:
+        cases = prepared.real_cases() or []
+        for mistake in prepared.exercise.mistakes if cases else []:
             outputs = []
-            for case in prepared.cases:
+            for case in cases:
                 try:
                     value = _normalize_trusted(mistake.fn(*_to_device(case.args, prepared.device)),
                                                prepared.exercise.output)
@@ -248,7 +309,8 @@ def _terms(prepared: _Prepared, index: int):
         import torch
 
         try:
-            raw = prepared.exercise.terms(prepared.cases[index])
+            cases = prepared.real_cases()
+            raw = prepared.exercise.terms(cases[index])
             terms = {}
             for name, value in dict(raw).items():
                 if isinstance(value, torch.Tensor):
@@ -354,6 +416,10 @@ def _grade_submission(sub: Submission, lesson, exercises: ExerciseSelection, san
                 elif ex_run.status == "load_failed" and ex_run.message:
                     passed, feedback = False, ex_run.message
                 else:
+                    if p.exercise.compare is not None and p.real_cases() is None:
+                        results[i] = ExerciseResult(p.exercise.name, False, 0, p.exercise.points,
+                                                    "grader error: the cases could not be rebuilt")
+                        continue
                     passed, feedback = assess(
                         p.exercise, p.data, ex_run,
                         mistake_outputs=lambda p=p: _mistake_outputs(p),

@@ -343,7 +343,8 @@ def site_dirs() -> list[str]:
 
 def blocked_paths(extra: tuple[str, ...] = ()) -> list[str]:
     """What the learner's code may not open: the repository (except the Python environment
-    inside it), the installed package, the solutions folder, and ``extra``."""
+    inside it), the installed package, the solutions folder, the grader's case cache (it
+    holds reference answers), and ``extra``."""
     from mechinterp_edu.course import ROOT, SOLUTIONS_DIR
 
     python_dirs = _python_dirs()
@@ -361,6 +362,11 @@ def blocked_paths(extra: tuple[str, ...] = ()) -> list[str]:
         blocked.add(full)
     blocked.add(os.path.realpath(Path(__file__).resolve().parent.parent))   # the installed package
     blocked.add(os.path.realpath(SOLUTIONS_DIR))
+    from mechinterp_edu.grader.cache import cache_dir
+
+    folder = cache_dir()
+    if folder is not None:                       # it holds reference answers
+        blocked.add(os.path.realpath(folder))
     for path in extra:
         blocked.add(os.path.realpath(path))
     return sorted(blocked)

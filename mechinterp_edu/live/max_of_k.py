@@ -9,7 +9,6 @@ Controls (see the lesson's front matter): ``model`` (max_of_4 | untrained), ``sc
 from __future__ import annotations
 
 import functools
-import math
 from typing import Any
 
 import altair as alt

@@ -129,6 +129,25 @@ def train(steps: Optional[int] = None, device: torch.device | str | None = None,
     model = build_hf(CONFIG, seed=recipe["seed"]).to(device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=recipe["lr"], betas=tuple(recipe["betas"]),
                             weight_decay=recipe["weight_decay"])
+    # One CPU thread: the model is tiny, and on a shared machine extra threads only contend.
+    threads_before = torch.get_num_threads()
+    if device.type == "cpu":
+        torch.set_num_threads(1)
+        recipe["cpu_threads"] = 1
+    try:
+        model, loss_value, seconds = _train_loop(model, opt, vocab, recipe, device, progress, tqdm)
+    finally:
+        torch.set_num_threads(threads_before)
+    bridge = wrap(model.eval(), CONFIG)
+    metrics = evaluate(bridge, n=recipe["eval_prompts"])
+    metrics["final_loss"] = loss_value
+    recipe["train_seconds"] = round(seconds, 1)
+    recipe["device"] = str(device)
+    recipe["betas"] = list(recipe["betas"])
+    return TrainResult(bridge, metrics, recipe)
+
+
+def _train_loop(model, opt, vocab, recipe, device, progress, tqdm):
     start = time.perf_counter()
     bar = tqdm(range(recipe["steps"]), desc="ioi_small", disable=not progress)
     loss_value = float("nan")
@@ -145,14 +164,7 @@ def train(steps: Optional[int] = None, device: torch.device | str | None = None,
         loss_value = float(loss.detach())
         if step % 20 == 0:
             bar.set_postfix(loss=f"{loss_value:.4f}")
-    seconds = time.perf_counter() - start
-    bridge = wrap(model.eval(), CONFIG)
-    metrics = evaluate(bridge, n=recipe["eval_prompts"])
-    metrics["final_loss"] = loss_value
-    recipe["train_seconds"] = round(seconds, 1)
-    recipe["device"] = str(device)
-    recipe["betas"] = list(recipe["betas"])
-    return TrainResult(bridge, metrics, recipe)
+    return model, loss_value, time.perf_counter() - start
 
 
 @torch.no_grad()

@@ -47,7 +47,7 @@ Training (exact recipe: :data:`RECIPE`)
     next-token cross-entropy at every position. The loop uses a functional forward over
     the bridge's own parameters (:func:`forward_fast`, checked against ``model(tokens)`` in
     the tests) because the hooked bridge forward is several times slower on a CPU; on a
-    CPU it runs single-threaded. About 40 s on an idle CPU core, 80 s on a busy one.
+    CPU it runs single-threaded: 80-120 s measured on a 2-core CPU shared with other jobs.
 
 Metrics (:func:`evaluate`)
     ``accuracy``: on 4096 held-out sequences (seed 12345), the fraction of firing positions

@@ -352,12 +352,14 @@ def _decode(flat_index: Tensor, d_vocab: int, n_free: int, first_tokens: Optiona
 
 def brute_force(c: Circuits, device: torch.device | str | None = None,
                 first_tokens: Optional[Sequence[int]] = None, dtype: torch.dtype = torch.float32,
-                keep_examples: int = 64, chunk: int = 4, cpu_threads: Optional[int] = 1) -> BruteForceResult:
+                keep_examples: int = 64, chunk: Optional[int] = None,
+                cpu_threads: Optional[int] = 1) -> BruteForceResult:
     """Accuracy of the model described by ``c`` on every input (or on every input whose first
     token is in ``first_tokens``), with the errors broken down by the gap between the two
     largest tokens. "Right" means the max token's logit is strictly the largest.
 
-    Memory: ``chunk * d_vocab^(n_ctx-1)`` floats at a time (4 MiB for max-of-4 in float32).
+    Memory: ``chunk * d_vocab^(n_ctx-1)`` floats at a time: by default 4 first tokens on the CPU
+    (4 MiB for max-of-4 in float32, cache-sized) and 64 on a GPU (64 MiB, fewer kernel launches).
     On the CPU the chunks are cache-sized and work best on one thread (``cpu_threads``; the
     previous setting is restored afterwards); ``None`` keeps torch's setting.
     """
@@ -365,6 +367,7 @@ def brute_force(c: Circuits, device: torch.device | str | None = None,
 
     device = torch.device(device) if device is not None else get_device()
     V, n = c.d_vocab, c.n_ctx
+    chunk = chunk or (4 if device.type == "cpu" else 64)
     c = c.to(device)
     first = None
     if first_tokens is not None and n > 1:
@@ -568,7 +571,8 @@ def bench(quick: bool):
     rows = [BenchRow(
         f"max_of_4 brute force, circuit tables, float32 chunks, CPU ({scope})", fast.seconds,
         "model forward, float64, loop over first token", slow.seconds,
-        note=f"accuracy {fast.accuracy:.6%}, {fast.n_wrong} wrong; {agree} count as the baseline")]
+        note=f"accuracy {fast.accuracy:.6%}, {fast.n_wrong} wrong; {agree} count as the baseline; "
+             f"brute force on 1 thread, baseline on {torch.get_num_threads()}")]
     if torch.cuda.is_available():
         brute_force(c, device="cuda", first_tokens=[0])
         gpu = brute_force(c, device="cuda", first_tokens=firsts)
@@ -581,5 +585,5 @@ def bench(quick: bool):
 
 
 __all__ = [name for name in dir() if not name.startswith("_") and name not in {
-    "annotations", "dataclass", "field", "itertools", "math", "time", "torch", "Iterable",
-    "Optional", "Sequence", "Tensor"}]
+    "annotations", "dataclass", "field", "math", "time", "torch", "Iterable", "Optional", "Sequence",
+    "Tensor"}]

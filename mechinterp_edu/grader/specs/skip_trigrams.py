@@ -157,7 +157,7 @@ def _sources_include_destination(tokens):
 
 def _c_is_destination(tokens):
     t = list(tokens)
-    return {(t[j], t[i], t[i]) for i in range(1, len(t)) for j in range(i)}
+    return {(t[j], t[i], t[i]) for i in range(1, len(t) - 1) for j in range(i)}
 
 
 def _stops_one_early(tokens):

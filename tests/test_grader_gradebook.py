@@ -1,0 +1,151 @@
+"""The gradebook: a class of 20 students, 3 of them hostile, graded in parallel.
+
+A hostile student (infinite loop, os._exit, memory bomb) must cost only their own
+exercise; every honest student must be graded. The CSV has one row per student and one
+column per exercise; the Gradescope file follows Gradescope's results.json format.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+# keep the grader's case cache out of the home folder (shared by the grader's test modules)
+os.environ.setdefault("MECHINTERP_EDU_GRADER_CACHE",
+                      os.path.join(tempfile.gettempdir(), "mechinterp-edu-tests-grader-cache"))
+
+import pytest
+
+ADVERSARIAL = Path(__file__).resolve().parent / "adversarial"
+sys.path.insert(0, str(ADVERSARIAL))
+import grader_toy_spec as spec  # noqa: E402
+
+from mechinterp_edu.grader.gradebook import (find_students, run_gradebook,  # noqa: E402
+                                             write_csv, write_gradescope)
+from mechinterp_edu.grader.sandbox import Limits  # noqa: E402
+
+POINTS = {e.name: e.points for e in spec.CORE}
+FULL = sum(POINTS.values())
+
+SCALE_BY_D_HEAD = (ADVERSARIAL / "honest_correct.py").read_text().replace(
+    "/ math.sqrt(d)", "/ d")
+
+
+def make_class(root: Path) -> dict[str, dict[str, float]]:
+    """Write 20 student folders; return each student's expected score per exercise."""
+    expected = {}
+
+    def student(name, text, scores, filename="01_lesson.py"):
+        folder = root / name
+        folder.mkdir(parents=True)
+        (folder / filename).write_text(text)
+        expected[name] = scores
+
+    honest = (ADVERSARIAL / "honest_correct.py").read_text()
+    for i in range(13):
+        student(f"student{i:02d}", honest, dict(POINTS))
+    for i in range(13, 15):
+        student(f"student{i:02d}", SCALE_BY_D_HEAD, {**POINTS, "attn_scores": 0})
+    # a notebook, in a sub-folder
+    folder = root / "student16" / "work"
+    folder.mkdir(parents=True)
+    shutil.copy(ADVERSARIAL / "valid_notebook.ipynb", folder / "01_lesson.ipynb")
+    expected["student16"] = dict(POINTS)
+    # broken, not hostile
+    student("student17", (ADVERSARIAL / "syntax_error.py").read_text(), {n: 0 for n in POINTS})
+    # hostile
+    student("zz_loop", (ADVERSARIAL / "infinite_loop.py").read_text(), {**POINTS, "double": 0})
+    student("zz_exit", (ADVERSARIAL / "os_exit_call.py").read_text(), {**POINTS, "attn_scores": 0})
+    student("zz_memory", (ADVERSARIAL / "memory_bomb.py").read_text(), {**POINTS, "attn_scores": 0})
+    return expected
+
+
+@pytest.mark.slow
+def test_twenty_students_three_hostile(tmp_path):
+    root = tmp_path / "submissions"
+    expected = make_class(root)
+    assert len(expected) == 20 and len(find_students(root)) == 20
+    seen = []
+    book = run_gradebook(root, workers=2, exercises={1: spec.CORE},
+                         limits=Limits(threads=1, memory_mb=600), on_student=seen.append)
+    assert sorted(g.student for g in seen) == sorted(expected)
+    assert [c[1] for c in book.columns] == ["attn_scores", "embed_logits", "double"]
+    for grades in book.students:
+        got = {name: score for (lesson, name), (score, *_rest) in grades.best().items()}
+        if grades.student == "student17":
+            assert got == expected["student17"], grades.reports[0].results
+            continue
+        assert got == expected[grades.student], (grades.student, grades.errors,
+                                                 [(r.exercise, r.feedback) for rep in grades.reports
+                                                  for r in rep.results])
+        assert not grades.errors
+
+    csv_path = tmp_path / "out" / "grades.csv"
+    write_csv(book, csv_path)
+    with open(csv_path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 20
+    assert list(rows[0]) == ["student", "attn_scores", "embed_logits", "double", "total",
+                             "max_score", "errors"]
+    for row in rows:
+        want = expected[row["student"]]
+        assert float(row["total"]) == sum(want.values())
+        assert float(row["max_score"]) == FULL
+        for name, score in want.items():
+            assert float(row[name]) == score
+
+    results = tmp_path / "gs" / "results.json"
+    written = write_gradescope(book, results)
+    data = json.loads(results.read_text())
+    assert data["score"] == sum(sum(v.values()) for v in expected.values())
+    assert len(data["tests"]) == 20 * 3
+    for test in data["tests"]:
+        assert set(test) >= {"name", "score", "max_score", "output"}
+    per_student = json.loads((tmp_path / "gs" / "results" / "zz_loop" / "results.json").read_text())
+    assert per_student["score"] == FULL - POINTS["double"]
+    names = {t["name"]: t for t in per_student["tests"]}
+    assert names["double"]["score"] == 0 and "timed out" in names["double"]["output"]
+    assert len(written) == 21
+
+
+def test_one_student_folder_is_gradescope_layout(tmp_path):
+    root = tmp_path / "submission"
+    root.mkdir()
+    (root / "01_lesson.py").write_text((ADVERSARIAL / "honest_correct.py").read_text())
+    assert [name for name, _ in find_students(root)] == ["submission"]
+    book = run_gradebook(root, workers=1, exercises={1: spec.CORE}, limits=Limits(threads=1))
+    out = tmp_path / "results.json"
+    assert write_gradescope(book, out) == [out]
+    data = json.loads(out.read_text())
+    assert data["score"] == FULL
+    assert [t["name"] for t in data["tests"]] == ["attn_scores", "embed_logits", "double"]
+    assert all(t["score"] == t["max_score"] and t["status"] == "passed" for t in data["tests"])
+
+
+@pytest.mark.slow
+def test_gradebook_command_on_the_real_lessons(tmp_path, capsys):
+    from mechinterp_edu.cli import main
+    from mechinterp_edu.course import LESSONS
+
+    lesson = next((l for l in LESSONS if l.solution_path.is_file() and l.exercise_path.is_file()), None)
+    if lesson is None:
+        pytest.skip("no lesson has a solution and a stub yet")
+    root = tmp_path / "class"
+    for name, source in (("ada", lesson.solution_path), ("bob", lesson.exercise_path)):
+        (root / name).mkdir(parents=True)
+        shutil.copy(source, root / name / source.name)
+    (root / "carl").mkdir()                           # handed in nothing
+    csv_path = tmp_path / "grades.csv"
+    code = main(["gradebook", str(root), "--csv", str(csv_path), "--gradescope",
+                 str(tmp_path / "results.json"), "--workers", "1"])
+    assert code == 0
+    rows = {r["student"]: r for r in csv.DictReader(open(csv_path, newline=""))}
+    assert set(rows) == {"ada", "bob", "carl"}
+    assert float(rows["ada"]["total"]) == float(rows["ada"]["max_score"]) > 0
+    assert float(rows["bob"]["total"]) == 0
+    assert "no lesson files" in rows["carl"]["errors"]
+    assert "Wrote" in capsys.readouterr().out
