@@ -188,6 +188,7 @@ def test_page_renders_in_chromium(server, browser, url_path):
 def test_classroom_next_in_chromium(server, browser):
     """The presenter's view of lesson 1: Next moves to step 2 (or lesson 1 says it is not written)."""
     from mechinterp_edu.course import get_lesson
+    from mechinterp_edu.lesson_source import load_lesson
 
     page = open_page(browser, f"{server}/classroom?lesson=1")
     try:
@@ -203,5 +204,19 @@ def test_classroom_next_in_chromium(server, browser):
         assert "Step 2 of" in main.inner_text()
         assert page.locator('[data-testid="stException"]').count() == 0
         screenshot(page, "classroom-step-2")
+        # Step on to the first step with a live chart: it is drawn, large (stretched to the page).
+        steps = load_lesson(1).steps
+        first_chart = next((i for i, s in enumerate(steps) if s.refs("chart")), None)
+        if first_chart is not None:
+            for _ in range(first_chart - 1):
+                page.get_by_role("button", name="Next").first.click()
+                page.wait_for_timeout(300)
+                wait_until_idle(page)
+            assert f"Step {first_chart + 1} of" in main.inner_text()
+            chart = page.locator('[data-testid="stVegaLiteChart"]').first
+            chart.wait_for(state="visible", timeout=60_000)
+            assert chart.bounding_box()["width"] > 0.6 * main.bounding_box()["width"], "chart is not large"
+            assert page.locator('[data-testid="stException"]').count() == 0
+            screenshot(page, "classroom-first-chart")
     finally:
         page.close()
