@@ -117,7 +117,7 @@ def test_one_student_folder_is_gradescope_layout(tmp_path):
     root.mkdir()
     (root / "01_lesson.py").write_text((ADVERSARIAL / "honest_correct.py").read_text())
     assert [name for name, _ in find_students(root)] == ["submission"]
-    book = run_gradebook(root, workers=1, exercises={1: spec.CORE}, limits=Limits(threads=1))
+    book = run_gradebook(root, workers=0, exercises={1: spec.CORE}, limits=Limits(threads=1))
     out = tmp_path / "results.json"
     assert write_gradescope(book, out) == [out]
     data = json.loads(out.read_text())

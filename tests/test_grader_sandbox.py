@@ -85,6 +85,9 @@ VERDICTS = {
     "memory_bomb.py": attn_fails("ran out of memory"),
     # faking a pass
     "print_passed.py": attn_fails("all zeros"),
+    "truncate_cases.py": all_fail("results came back for only 1 of"),   # patched the case loop
+    "rewrite_job.py": {"attn_scores": "ended the grading process",      # then a restart, still boxed
+                       "embed_logits": "reference code and solutions are off limits", "double": OK},
     # broken files
     "syntax_error.py": all_fail("syntax error in syntax_error.py at line 5"),
     "raise_in_import.py": all_fail("raised RuntimeError while loading"),

@@ -15,5 +15,6 @@ Modules:
     classroom      the one-step-at-a-time stepper (Next/Back, step counter)
     home           course map, learner progress, device, models
     exercises_page choose, edit/upload, grade and save an exercise
-    progress       read-only adapter to the grader's progress store
+    exercise_files signatures from the stub, notebook -> source, atomic save (no Streamlit)
+    progress       the grader's progress store: read for the home page, record after grading
 """

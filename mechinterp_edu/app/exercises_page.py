@@ -3,8 +3,9 @@
 The learner's text is kept in session state per lesson (``ex::text::<n>``): switching
 pages, uploading a file (the previous text stays one click away) or a failed grading
 run never loses it. Saving to ``exercises/NN_slug.py`` needs a confirmation and is atomic.
-Grading goes through :func:`mechinterp_edu.grader.grade.grade_source`, which records
-the result in the progress store.
+Grading goes through :func:`mechinterp_edu.grader.grade.grade_source` (sandboxed) on one
+long-lived thread; the report is then recorded with the grader's
+:func:`mechinterp_edu.grader.progress.record_report` and shows up on the home page.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import streamlit as st
 from mechinterp_edu.app import progress, state
 from mechinterp_edu.app.errors import explain, log_exception
 from mechinterp_edu.app.exercise_files import (
+    MAX_UPLOAD_BYTES,
     ExerciseFileError,
     function_docs,
     save_atomically,
@@ -167,15 +169,21 @@ def _undo(number: int) -> None:
         st.session_state[_k("upload_msg", number)] = ("success", "Restored your previous text.")
 
 
+EDITOR_CSS = ("<style>[data-testid='stTextArea'] textarea {font-family: 'Source Code Pro', ui-monospace, "
+              "monospace; font-size: 0.85rem; line-height: 1.45;}</style>")
+
+
 def _editor(number: int, info, stub: str | None) -> str:
     st.subheader("Your solution")
     text = state.store(_k("text", number), stub or "")
     state.seed_widget(_k("editor", number), text)
     st.file_uploader("Upload a .py or .ipynb (replaces the text below; Undo brings it back)",
-                     type=["py", "ipynb"], key=_k("upload", number), on_change=_on_upload, args=(number,))
+                     type=["py", "ipynb"], key=_k("upload", number), on_change=_on_upload, args=(number,),
+                     max_upload_size=max(1, MAX_UPLOAD_BYTES // 1_000_000))
     msg = st.session_state.pop(_k("upload_msg", number), None)
     if msg:
         (st.error if msg[0] == "error" else st.success)(msg[1])
+    st.html(EDITOR_CSS)
     text = st.text_area(f"The whole file `exercises/{info.exercise_path.name}` (edit here, then Grade)",
                         key=_k("editor", number), height=420)
     st.session_state[_k("text", number)] = text

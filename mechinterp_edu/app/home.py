@@ -90,13 +90,13 @@ def _progress_section(report) -> None:
         st.info(NO_PROGRESS, icon=":material/info:")
         return
     lessons = report.lessons.values()
-    c1, c2, c3 = st.columns(3)
+    c1, c2 = st.columns(2)
     c1.metric("Points", f"{sum(l.score for l in lessons):g} / {sum(l.max_score for l in lessons):g}",
-              help="Best score of every exercise graded so far.")
+              help="Best score of every exercise graded so far, out of those exercises' points.")
     c2.metric("Exercises passed", f"{sum(l.passed for l in lessons)} / {sum(l.attempted for l in lessons)}")
-    c3.metric("Last graded", (report.last_graded or "—").replace("T", " "))
     st.dataframe(progress.table(report), hide_index=True, width="stretch")
-    st.caption(f"Progress store: `{report.path}`")
+    last = (report.last_graded or "").replace("T", " ")
+    st.caption(f"Last graded {last} · progress store `{report.path}`" if last else f"Progress store `{report.path}`")
 
 
 def _setup_section() -> None:

@@ -48,5 +48,6 @@ def table(progress) -> list[dict[str, Any]]:
             rows.append({"lesson": number, "exercise": e.exercise,
                          "best": f"{e.best_score:g} / {e.max_score:g}",
                          "passed": "yes" if e.passed else "not yet",
-                         "attempts": e.attempts, "last graded": e.last_graded_at or ""})
+                         "attempts": e.attempts,
+                         "last graded": (e.last_graded_at or "").replace("T", " ")})
     return rows

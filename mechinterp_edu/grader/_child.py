@@ -12,8 +12,10 @@ learner code itself and never touches CUDA, so forking is safe and takes millise
 In each forked process (:func:`run_job`), protocol with the parent
 (:mod:`mechinterp_edu.grader.sandbox`):
 
-1. It reads ``IO_DIR/job.json`` (sources, exercises, limits) and ``IO_DIR/inputs.npz``
-   (every tensor argument of every case, loaded with ``allow_pickle=False``).
+1. It reads ``IO_DIR/job.json`` (sources, exercises) and ``IO_DIR/inputs.npz`` (every
+   tensor argument of every case, loaded with ``allow_pickle=False``). Its limits and
+   sandbox rules come with the fork request itself; the learner's code can write only in
+   ``IO_DIR/work`` (its cwd) and this attempt's ``IO_DIR/out_N``.
 2. It pre-imports the heavy libraries the submission names (transformer_lens...), sets
    its memory / file-size / CPU limits, installs a seccomp filter (no new processes, no
    exec, no ptrace, no signals to other processes) and an audit hook (no imports of
@@ -544,8 +546,10 @@ def _prctl_deathsig() -> None:
         pass
 
 
-def run_job(io_dir, event_fd, attempt) -> None:
-    """The sandboxed work of one attempt (runs in a freshly forked process)."""
+def run_job(io_dir, event_fd, attempt, guard) -> None:
+    """The sandboxed work of one attempt (runs in a freshly forked process). ``guard`` (limits,
+    blocked paths, writable folders) comes with the fork request from the parent, never from
+    a file the learner's code could have rewritten in an earlier attempt."""
     import numpy as np
     import torch
 
@@ -572,22 +576,27 @@ def run_job(io_dir, event_fd, attempt) -> None:
             pass
     device = torch.device(job.get("device", "cpu"))
     if device.type == "cuda":
-        warm = torch.ones(8, 8, device=device)
-        (warm @ warm).sum().item()
+        # initialise CUDA and load its libraries (cuBLAS, cuSOLVER...) before the sandbox closes
+        warm = torch.eye(8, device=device) + 0.5
+        for dtype in (torch.float32, torch.float64):
+            w = warm.to(dtype)
+            (w @ w).sum().item()
+            torch.einsum("ij,jk->ik", w, w).softmax(-1).sum().item()
+            torch.linalg.svd(w)[1].sum().item()
+        torch.cuda.synchronize(device)
         try:
             torch.cuda.set_per_process_memory_fraction(float(job.get("gpu_fraction", 0.5)), device)
         except Exception:  # noqa: BLE001
             pass
     if job.get("threads"):
         torch.set_num_threads(int(job["threads"]))
-    _set_limits(int(job.get("memory_mb", 4096)), int(job.get("fsize_mb", 1024)),
-                int(attempt.get("cpu_s", 0)))
+    _set_limits(int(guard["memory_mb"]), int(guard["fsize_mb"]), int(guard["cpu_s"]))
     sys.dont_write_bytecode = True
-    skipped = install_seccomp() if job.get("seccomp", True) else "disabled"
+    skipped = install_seccomp()
     if skipped:
         print(f"[grader sandbox] kernel filter not installed: {skipped}", file=sys.stderr)
-    _install_guard(job.get("blocked_dirs", []), job.get("blocked_modules", []),
-                   job.get("write_dirs", []), job.get("ancestor_dirs", []))
+    _install_guard(guard["blocked_dirs"], guard["blocked_modules"], guard["write_dirs"],
+                   guard["ancestor_dirs"])
 
     emit("prepared")
     namespace, errors, learner_files = exec_sources(job["sources"], job.get("continue_on_error", False))
@@ -644,7 +653,7 @@ def _forked_child(sock, request, fds) -> None:
         os.chdir(request["cwd"])
         os.environ["HOME"] = request["cwd"]
         os.environ["TMPDIR"] = request["cwd"]
-        run_job(request["io_dir"], event_fd, request["attempt"])
+        run_job(request["io_dir"], event_fd, request["attempt"], request["guard"])
         code = 0
     except BaseException:  # noqa: BLE001
         try:

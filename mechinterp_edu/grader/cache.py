@@ -14,8 +14,8 @@ encoded inputs and the normalized reference outputs on disk and reuses them.
 * The sandbox cannot read this folder (it holds reference answers).
 * A damaged entry is ignored and rewritten; the cache never makes grading fail.
 
-What is *not* cached: the ``Case`` objects themselves. Terms, mistakes and a spec's own
-``compare`` need them; the grader rebuilds them lazily, only when a submission needs them.
+The ``Case`` objects are not pickled: when terms, mistakes or a spec's own ``compare``
+need them, the grader rebuilds them from the cached inputs (same label, args and info).
 """
 from __future__ import annotations
 

@@ -670,10 +670,12 @@ def assess(exercise, cases: list[CaseData], run: ExerciseRun,
         return False, run.message or run.status
     outs = run.cases
     if len(outs) < len(cases):
-        if outs and outs[-1].status == "error" and outs[-1].error.get("not_implemented"):
-            return False, "not implemented yet"
-        if not outs:
-            return False, "not graded: no result came back"
+        # the sandbox stops early only after "not implemented yet" or running out of memory
+        last = outs[-1] if outs else None
+        if last is None or last.status != "error" or not (
+                last.error.get("not_implemented") or last.error.get("memory")):
+            return False, (f"not graded: results came back for only {len(outs)} of {len(cases)} "
+                           "cases (did your code interfere with the grader?)")
     # 1. exceptions
     for case_run in outs:
         if case_run.status == "error" and case_run.error.get("not_implemented"):

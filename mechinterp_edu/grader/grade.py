@@ -137,13 +137,23 @@ class _Prepared:
     _terms: dict = field(default_factory=dict)
 
     def real_cases(self) -> Optional[list]:
-        """The spec's Case objects (built on demand when the rest came from the disk cache)."""
+        """The Case objects, for terms, mistakes and a spec's compare. After a disk-cache hit
+        they are rebuilt from the cached inputs (same label, args and info), so the spec's
+        slow case building (e.g. loading a trained model) is not repeated."""
         if self._cases is None:
+            import numpy as np
+            import torch
+
+            from mechinterp_edu.grader import _child
+            from mechinterp_edu.grader.spec import Case
+
             try:
-                cases = list(self.exercise.cases())
+                cases = []
+                for spec, data in zip(self.specs, self.data, strict=True):
+                    args = [_child.decode_arg(s, self.arrays, torch.device("cpu"), torch, np, [])
+                            for s in spec]
+                    cases.append(Case(data.label, tuple(args), dict(data.info)))
             except Exception:  # noqa: BLE001
-                return None
-            if [c.label for c in cases] != [d.label for d in self.data]:
                 return None
             self._cases = cases
             for data, case in zip(self.data, cases):

@@ -133,8 +133,9 @@ def _columns(students: list[StudentGrades]) -> tuple[list[tuple], dict[tuple, fl
 
 def run_gradebook(root, workers: Optional[int] = None, exercises: Optional[dict] = None,
                   limits=None, on_student=None) -> Gradebook:
-    """Grade every student under ``root`` in parallel. ``exercises`` ({lesson: [Exercise]})
-    replaces the registered exercises (tests); ``on_student(grades)`` is called as each finishes."""
+    """Grade every student under ``root`` in parallel (``workers`` processes; default the CPU
+    count; 0 grades in this process). ``exercises`` ({lesson: [Exercise]}) replaces the
+    registered exercises (tests); ``on_student(grades)`` is called as each student finishes."""
     import multiprocessing
 
     from mechinterp_edu.grader.sandbox import Limits
@@ -148,6 +149,12 @@ def run_gradebook(root, workers: Optional[int] = None, exercises: Optional[dict]
     limits.extra_blocked = tuple(limits.extra_blocked) + (str(root.resolve()),)
     results: dict[str, StudentGrades] = {}
     todo = list(students)
+    if workers == 0:                      # in this process, one student after the other
+        for name, folder in todo:
+            results[name] = grade_student(name, str(folder), exercises, limits)
+            if on_student:
+                on_student(results[name])
+        todo = []
     workers = max(1, min(workers or os.cpu_count() or 1, len(students) or 1))
     for attempt in range(2):
         if not todo:

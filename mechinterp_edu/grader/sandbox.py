@@ -590,7 +590,7 @@ class _Attempt:
     """One forked sandbox process grading some of a file's exercises."""
 
     def __init__(self, server: _Server, io_dir: Path, number: int, run: list[int],
-                 limits: Limits, cpu_s: int):
+                 limits: Limits, guard: dict):
         self.server = server
         self.io_dir = io_dir
         self.number = number
@@ -598,10 +598,13 @@ class _Attempt:
         self.stderr_path = io_dir / f"stderr_{number}.txt"
         work = io_dir / "work"
         work.mkdir(exist_ok=True)
+        out = io_dir / self.out_name
+        out.mkdir(exist_ok=True)
         read_fd, write_fd = os.pipe()
+        guard = dict(guard, write_dirs=[os.path.realpath(work), os.path.realpath(out)])
         request = {"op": "fork", "io_dir": str(io_dir), "cwd": str(work),
                    "stdout": str(io_dir / f"stdout_{number}.txt"), "stderr": str(self.stderr_path),
-                   "attempt": {"out": self.out_name, "run": run, "cpu_s": cpu_s}}
+                   "attempt": {"out": self.out_name, "run": run}, "guard": guard}
         try:
             self.pid = server.fork(request, write_fd, limits.start_timeout_s)
         except BaseException:
@@ -716,14 +719,13 @@ class SandboxRunner:
 
     def _write_job(self, exercises: list[dict], inputs: dict, device: str) -> None:
         blocked = blocked_paths(self.limits.extra_blocked)
+        self.guard = {"memory_mb": self.limits.memory_mb, "fsize_mb": self.limits.fsize_mb,
+                      "blocked_dirs": blocked, "ancestor_dirs": _ancestors(blocked),
+                      "blocked_modules": list(BLOCKED_MODULES)}
         job = {"sources": self.sources, "continue_on_error": self.continue_on_error,
                "preimport": self.preimport, "device": device,
-               "memory_mb": self.limits.memory_mb, "fsize_mb": self.limits.fsize_mb,
                "threads": self.limits.threads or max(1, min(4, os.cpu_count() or 1)),
-               "gpu_fraction": self.limits.gpu_fraction,
-               "blocked_dirs": blocked, "ancestor_dirs": _ancestors(blocked),
-               "write_dirs": [os.path.realpath(self.io_dir)],
-               "blocked_modules": list(BLOCKED_MODULES), "exercises": exercises}
+               "gpu_fraction": self.limits.gpu_fraction, "exercises": exercises}
         with open(self.io_dir / "job.json", "w") as fh:
             json.dump(job, fh)
         with open(self.io_dir / "inputs.npz", "wb") as fh:
@@ -745,7 +747,8 @@ class SandboxRunner:
             self.attempts += 1
             cpu_s = int((self.limits.load_timeout_s + sum(timeouts[k] for k in pending)) * threads * 2 + 60)
             try:
-                attempt = _Attempt(self.server, self.io_dir, self.attempts, pending, self.limits, cpu_s)
+                attempt = _Attempt(self.server, self.io_dir, self.attempts, pending, self.limits,
+                                   dict(self.guard, cpu_s=cpu_s))
             except (OSError, ServerError) as exc:
                 kind, info = "infra", f"grader error: the sandbox could not start ({exc})"
             else:

@@ -363,11 +363,6 @@ def _ln_parts(components, scale, W, bias=None):
     return parts
 
 
-def _split(components, directions):
-    par = project_components(components, directions)
-    return par, components - par
-
-
 def key_side(inp: HeadScoreInputs, baseline: bool = False, q: Optional[torch.Tensor] = None) -> torch.Tensor:
     """Key-side decomposition [b, n+1] (q frozen; pass ``q`` to substitute another query)."""
     q = inp.q if q is None else q
@@ -385,184 +380,221 @@ def query_side(inp: HeadScoreInputs, baseline: bool = False) -> torch.Tensor:
     return decompose_queries(inp.k, inp.q_components, inp.scale_q, inp.W_Q, inp.b_Q)
 
 
+def model_eps(inp: HeadScoreInputs) -> float:
+    return float(inp.extras.get("eps", 1e-5))
+
+
+def _own_ln(inp: HeadScoreInputs, vector: torch.Tensor) -> torch.Tensor:
+    centred = vector - vector.mean(-1, keepdim=True)
+    return centred / centred.pow(2).mean(-1, keepdim=True).add(model_eps(inp)).sqrt()
+
+
 def substituted_query(inp: HeadScoreInputs, vector: torch.Tensor) -> torch.Tensor:
     """The query if ``vector`` [b, d_model] were the whole residual stream at END: LN(vector) W_Q + b_Q.
 
     Here LayerNorm is computed on ``vector`` itself (it replaces the entire input), which fixes
     its scale: only its direction matters.
     """
-    centred = vector - vector.mean(-1, keepdim=True)
-    ln = centred / centred.pow(2).mean(-1, keepdim=True).add(model_eps(inp)).sqrt()
-    return ln @ inp.W_Q + inp.b_Q
+    return _own_ln(inp, vector) @ inp.W_Q + inp.b_Q
 
 
 def substituted_key(inp: HeadScoreInputs, vector: torch.Tensor) -> torch.Tensor:
-    centred = vector - vector.mean(-1, keepdim=True)
-    ln = centred / centred.pow(2).mean(-1, keepdim=True).add(model_eps(inp)).sqrt()
-    return ln @ inp.W_K + inp.b_K
+    """The key if ``vector`` were the whole residual stream at the target position."""
+    return _own_ln(inp, vector) @ inp.W_K + inp.b_K
 
 
-def model_eps(inp: HeadScoreInputs) -> float:
-    return float(inp.extras.get("eps", 1e-5))
+def _unit(v: torch.Tensor) -> torch.Tensor:
+    return v / v.norm(dim=-1, keepdim=True)
 
 
-def _q_parts_split(inp: HeadScoreInputs):
-    """Per-query-component ∥/⊥ (to W_U[IO]) parts through W_Q: two [b, n+1, e]; b_Q sits in ⊥."""
-    par, perp = _split(inp.q_components, inp.u)
-    zero = torch.zeros_like(inp.b_Q)
-    return _ln_parts(par, inp.scale_q, inp.W_Q, zero), _ln_parts(perp, inp.scale_q, inp.W_Q, inp.b_Q)
+def _through(components, scale, W, frozen, sq):
+    """LN*(c_j) W . f / sqrt(d_head) for every component j and frozen vector f: [b, F, n].
+
+    One linear map per frozen vector (W f, centred, divided by the frozen scale), then one
+    einsum over components x prompts: the score as a linear function of the components.
+    """
+    maps = torch.einsum("de,bfe->bfd", W, frozen)
+    maps = (maps - maps.mean(-1, keepdim=True)) / scale[:, None, None]
+    return torch.einsum("bnd,bfd->bfn", components, maps) / sq
 
 
-def _k_parts_split(inp: HeadScoreInputs, baseline: bool):
-    """Per-key-component ∥/⊥ (to MLP0 at the key's own position) parts through W_K: [b, n+1, e]."""
-    zero = torch.zeros_like(inp.b_K)
-    par, perp = _split(inp.k_components, inp.m_k)
-    k_par = _ln_parts(par, inp.scale_k, inp.W_K, zero)
-    k_perp = _ln_parts(perp, inp.scale_k, inp.W_K, inp.b_K)
-    if baseline:
-        bpar, bperp = _split(inp.base_components, inp.m_base)
-        k_par = k_par - _ln_parts(bpar, inp.scale_base, inp.W_K, zero)
-        k_perp = k_perp - _ln_parts(bperp, inp.scale_base, inp.W_K, inp.b_K)
-    return k_par, k_perp
-
-
-def four_terms_by_key_component(inp: HeadScoreInputs, baseline: bool = True) -> torch.Tensor:
-    """[b, 4, n+1]: for each key component (bias b_K last), the four terms with the full query."""
-    q_par, q_perp = (p.sum(1) for p in _q_parts_split(inp))
-    k_par, k_perp = _k_parts_split(inp, baseline)
-    qs = torch.stack([q_par, q_par, q_perp, q_perp], 1)          # [b, 4, e]
-    ks = torch.stack([k_par, k_perp, k_par, k_perp], 1)          # [b, 4, n+1, e]
-    return torch.einsum("bte,btne->btn", qs, ks) / math.sqrt(inp.d_head)
-
-
-def four_terms_by_query_component(inp: HeadScoreInputs, baseline: bool = True) -> torch.Tensor:
-    """[b, 4, n+1]: for each query component (bias b_Q last), the four terms with the full key."""
-    q_par, q_perp = _q_parts_split(inp)
-    k_par, k_perp = (p.sum(1) for p in _k_parts_split(inp, baseline))
-    qs = torch.stack([q_par, q_par, q_perp, q_perp], 1)          # [b, 4, n+1, e]
-    ks = torch.stack([k_par, k_perp, k_par, k_perp], 1)          # [b, 4, e]
-    return torch.einsum("btne,bte->btn", qs, ks) / math.sqrt(inp.d_head)
-
-
-def score_grid(inp: HeadScoreInputs, baseline: bool = True) -> torch.Tensor:
-    """[b, n+1 (query components, b_Q last), n+1 (key components, b_K last)]; sums to the score."""
-    qs = _ln_parts(inp.q_components, inp.scale_q, inp.W_Q, inp.b_Q)
-    ks = _ln_parts(inp.k_components, inp.scale_k, inp.W_K, inp.b_K)
-    if baseline:
-        ks = ks - _ln_parts(inp.base_components, inp.scale_base, inp.W_K, inp.b_K)
-    return torch.einsum("bie,bje->bij", qs, ks) / math.sqrt(inp.d_head)
+def _along(components, unit, scale, W, frozen, sq):
+    """The same for the ∥ parts (c_j . v) v: coefficient times the image of v: [b, F, n]."""
+    alpha = torch.einsum("bnd,bd->bn", components, unit)
+    image = ((unit - unit.mean(-1, keepdim=True)) / scale[:, None]) @ W          # [b, e]
+    return alpha[:, None, :] * (torch.einsum("be,bfe->bf", image, frozen) / sq)[..., None]
 
 
 def decompose_all(inp: HeadScoreInputs) -> dict[str, torch.Tensor]:
-    """Every decomposition of the lesson for one head, vectorised over components x prompts.
+    """The per-component decompositions of the lesson for one head, vectorised.
 
-    Keys: ``keys_raw``/``keys_base`` [b, n+1], ``queries_*`` [b, n+1], ``four_keys_*`` and
-    ``four_queries_*`` [b, 4, n+1], ``grid_*`` [b, n+1, n+1] (``base``: minus the baseline key).
-    Shared pieces are computed once: each component's image under LN* and W_Q / W_K, and its
-    ∥ part; the ⊥ part is the difference (LN* and W are linear, so no second projection).
+    Keys (``raw``: score END -> target; ``base``: minus the score END -> baseline):
+    ``keys_*`` and ``queries_*`` [b, n+1] (bias term last), ``four_keys_*`` and
+    ``four_queries_*`` [b, 4, n+1] (terms in the order of ``TERM_NAMES``).
+
+    Nothing maps a component through W_Q or W_K one by one: with one side frozen the score is a
+    linear function of the other side's residual stream, so each frozen vector becomes one linear
+    map on d_model, and a single einsum scores every component of every prompt against it.
+    ∥ parts are (c . v) v, so they need only the coefficient and the one image of v.
+    The full query x key grid needs every component's image and lives in :func:`score_grid`.
     """
     sq = math.sqrt(inp.d_head)
-    zq, zk = torch.zeros_like(inp.b_Q), torch.zeros_like(inp.b_K)
-    q_parts = _ln_parts(inp.q_components, inp.scale_q, inp.W_Q, inp.b_Q)          # [b, n+1, e]
-    k_parts = _ln_parts(inp.k_components, inp.scale_k, inp.W_K, inp.b_K)
-    b_parts = _ln_parts(inp.base_components, inp.scale_base, inp.W_K, inp.b_K)
-    q_par = _ln_parts(project_components(inp.q_components, inp.u), inp.scale_q, inp.W_Q, zq)
-    k_par = _ln_parts(project_components(inp.k_components, inp.m_k), inp.scale_k, inp.W_K, zk)
-    b_par = _ln_parts(project_components(inp.base_components, inp.m_base), inp.scale_base, inp.W_K, zk)
-    q_perp, k_perp, b_perp = q_parts - q_par, k_parts - k_par, b_parts - b_par
+    u, m_t, m_b = _unit(inp.u), _unit(inp.m_k), _unit(inp.m_base)
+    bK_dot = lambda f: torch.einsum("e,bfe->bf", inp.b_K, f) / sq  # noqa: E731
+    bQ_dot = lambda f: torch.einsum("e,bfe->bf", inp.b_Q, f) / sq  # noqa: E731
+    zero = torch.zeros_like(inp.q[:, :1])
     out: dict[str, torch.Tensor] = {}
-    for tag, keys, kpar, kperp, k_frozen in (
-            ("raw", k_parts, k_par, k_perp, inp.k),
-            ("base", k_parts - b_parts, k_par - b_par, k_perp - b_perp, inp.k - inp.k_base)):
-        out[f"keys_{tag}"] = torch.einsum("be,bne->bn", inp.q, keys) / sq
-        out[f"queries_{tag}"] = torch.einsum("bne,be->bn", q_parts, k_frozen) / sq
-        out[f"grid_{tag}"] = torch.einsum("bie,bje->bij", q_parts, keys) / sq
-        q_halves = torch.stack([q_par.sum(1), q_perp.sum(1)], 1)                    # [b, 2, e]
-        k_halves = torch.stack([kpar, kperp], 1)                                    # [b, 2, n+1, e]
-        out[f"four_keys_{tag}"] = (torch.einsum("bie,bjne->bijn", q_halves, k_halves) / sq).flatten(1, 2)
-        q_halves_n = torch.stack([q_par, q_perp], 1)                                # [b, 2, n+1, e]
-        k_halves_t = torch.stack([kpar.sum(1), kperp.sum(1)], 1)                    # [b, 2, e]
-        out[f"four_queries_{tag}"] = (torch.einsum("bine,bje->bijn", q_halves_n, k_halves_t) / sq).flatten(1, 2)
+
+    # Key side: frozen query vectors q, q∥ (along W_U[IO]), q⊥ = q - q∥ (b_Q stays in q⊥).
+    a_q = torch.einsum("bnd,bd->b", inp.q_components, u)
+    q_par = a_q[:, None] * (((u - u.mean(-1, keepdim=True)) / inp.scale_q[:, None]) @ inp.W_Q)
+    frozen_q = torch.stack([inp.q, q_par, inp.q - q_par], 1)                    # [b, 3, e]
+    tot_t = _through(inp.k_components, inp.scale_k, inp.W_K, frozen_q, sq)
+    par_t = _along(inp.k_components, m_t, inp.scale_k, inp.W_K, frozen_q, sq)
+    tot_b = _through(inp.base_components, inp.scale_base, inp.W_K, frozen_q, sq)
+    par_b = _along(inp.base_components, m_b, inp.scale_base, inp.W_K, frozen_q, sq)
+    for tag, tot, par, bias in (("raw", tot_t, par_t, bK_dot(frozen_q)),
+                                ("base", tot_t - tot_b, par_t - par_b, torch.zeros_like(tot_t[..., 0]))):
+        out[f"keys_{tag}"] = torch.cat([tot[:, 0], bias[:, :1]], 1)
+        four = torch.stack([par[:, 1], tot[:, 1] - par[:, 1], par[:, 2], tot[:, 2] - par[:, 2]], 1)
+        bias4 = torch.stack([zero, bias[:, 1:2], zero, bias[:, 2:3]], 1)         # b_K sits in k⊥
+        out[f"four_keys_{tag}"] = torch.cat([four, bias4], 2)
+
+    # Query side: frozen key vectors k, k∥ (along MLP0 at the key's own position), k⊥.
+    img_t = ((m_t - m_t.mean(-1, keepdim=True)) / inp.scale_k[:, None]) @ inp.W_K
+    img_b = ((m_b - m_b.mean(-1, keepdim=True)) / inp.scale_base[:, None]) @ inp.W_K
+    k_par_t = torch.einsum("bnd,bd->b", inp.k_components, m_t)[:, None] * img_t
+    k_par_b = torch.einsum("bnd,bd->b", inp.base_components, m_b)[:, None] * img_b
+    for tag, k_f, k_par in (("raw", inp.k, k_par_t), ("base", inp.k - inp.k_base, k_par_t - k_par_b)):
+        frozen_k = torch.stack([k_f, k_par, k_f - k_par], 1)
+        tot = _through(inp.q_components, inp.scale_q, inp.W_Q, frozen_k, sq)
+        par = _along(inp.q_components, u, inp.scale_q, inp.W_Q, frozen_k, sq)
+        bias = bQ_dot(frozen_k)
+        out[f"queries_{tag}"] = torch.cat([tot[:, 0], bias[:, :1]], 1)
+        four = torch.stack([par[:, 1], par[:, 2], tot[:, 1] - par[:, 1], tot[:, 2] - par[:, 2]], 1)
+        bias4 = torch.stack([zero, zero, bias[:, 1:2], bias[:, 2:3]], 1)         # b_Q sits in q⊥
+        out[f"four_queries_{tag}"] = torch.cat([four, bias4], 2)
     return out
 
 
-def decompose_all_loop(inp: HeadScoreInputs) -> dict[str, torch.Tensor]:
-    """The same numbers as :func:`decompose_all`, one component at a time (the slow baseline)."""
-    sq = math.sqrt(inp.d_head)
+def four_terms_by_key_component(inp: HeadScoreInputs, baseline: bool = True) -> torch.Tensor:
+    """[b, 4, n+1]: for each key component (b_K last), the four terms with the whole query."""
+    return decompose_all(inp)["four_keys_base" if baseline else "four_keys_raw"]
+
+
+def four_terms_by_query_component(inp: HeadScoreInputs, baseline: bool = True) -> torch.Tensor:
+    """[b, 4, n+1]: for each query component (b_Q last), the four terms with the whole key."""
+    return decompose_all(inp)["four_queries_base" if baseline else "four_queries_raw"]
+
+
+def score_grid(inp: HeadScoreInputs, baseline: bool = True) -> torch.Tensor:
+    """[b, n+1 (query components, b_Q last), n+1 (key components, b_K last)]; sums to the score.
+
+    Every component goes through LN* and W_Q (or W_K) once, in one batched einsum per side,
+    and one more einsum takes all pairwise dot products.
+    """
+    qs = _ln_parts(inp.q_components, inp.scale_q, inp.W_Q, inp.b_Q)
+    if baseline:
+        diff = _frozen_ln(inp.k_components, inp.scale_k) - _frozen_ln(inp.base_components, inp.scale_base)
+        ks = torch.cat([torch.einsum("bnd,de->bne", diff, inp.W_K),
+                        torch.zeros_like(inp.b_K).expand(qs.shape[0], 1, -1)], 1)
+    else:
+        ks = _ln_parts(inp.k_components, inp.scale_k, inp.W_K, inp.b_K)
+    return torch.einsum("bie,bje->bij", qs, ks) / math.sqrt(inp.d_head)
+
+
+# --------------------------------------------------------------------------- the slow baseline
+def _loop_images(inp: HeadScoreInputs):
+    """Each component's key/query image, one component at a time (the definition, literally)."""
     b = inp.q.shape[0]
 
     def ln(c, s):
         return (c - c.mean(-1, keepdim=True)) / s[:, None]
 
-    def proj(c, d):
+    def par(c, d):
         dn = d / d.norm(dim=-1, keepdim=True)
         return (c * dn).sum(-1, keepdim=True) * dn
 
-    n = inp.n
-    kq = [ln(inp.q_components[:, i], inp.scale_q) @ inp.W_Q for i in range(n)] + [inp.b_Q.expand(b, -1)]
-    kk = [ln(inp.k_components[:, i], inp.scale_k) @ inp.W_K for i in range(n)] + [inp.b_K.expand(b, -1)]
-    kb = [ln(inp.base_components[:, i], inp.scale_base) @ inp.W_K for i in range(n)] + [inp.b_K.expand(b, -1)]
-    out: dict[str, torch.Tensor] = {}
-    q_par_parts, q_perp_parts = [], []
-    for i in range(n):
+    img = {"q": [], "q_par": [], "k": [], "k_par": [], "b": [], "b_par": []}
+    for i in range(inp.n):
         c = inp.q_components[:, i]
-        p = proj(c, inp.u)
-        q_par_parts.append(ln(p, inp.scale_q) @ inp.W_Q)
-        q_perp_parts.append(ln(c - p, inp.scale_q) @ inp.W_Q)
-    q_par_parts.append(torch.zeros_like(kq[-1]))
-    q_perp_parts.append(kq[-1])
+        img["q"].append(ln(c, inp.scale_q) @ inp.W_Q)
+        img["q_par"].append(ln(par(c, inp.u), inp.scale_q) @ inp.W_Q)
+        c = inp.k_components[:, i]
+        img["k"].append(ln(c, inp.scale_k) @ inp.W_K)
+        img["k_par"].append(ln(par(c, inp.m_k), inp.scale_k) @ inp.W_K)
+        c = inp.base_components[:, i]
+        img["b"].append(ln(c, inp.scale_base) @ inp.W_K)
+        img["b_par"].append(ln(par(c, inp.m_base), inp.scale_base) @ inp.W_K)
+    zero = torch.zeros(b, inp.d_head, dtype=inp.q.dtype, device=inp.q.device)
+    img["q"].append(inp.b_Q.expand(b, -1))
+    img["k"].append(inp.b_K.expand(b, -1))
+    img["b"].append(inp.b_K.expand(b, -1))
+    for key in ("q_par", "k_par", "b_par"):
+        img[key].append(zero)
+    return img
 
-    def k_split(comps, scale, m):
-        par, perp = [], []
-        for i in range(n):
-            c = comps[:, i]
-            p = proj(c, m)
-            par.append(ln(p, scale) @ inp.W_K)
-            perp.append(ln(c - p, scale) @ inp.W_K)
-        par.append(torch.zeros_like(kk[-1]))
-        perp.append(inp.b_K.expand(b, -1))
-        return par, perp
 
-    k_par_t, k_perp_t = k_split(inp.k_components, inp.scale_k, inp.m_k)
-    k_par_b, k_perp_b = k_split(inp.base_components, inp.scale_base, inp.m_base)
-    for base in (False, True):
-        tag = "base" if base else "raw"
-        keys = [kk[j] - kb[j] if base else kk[j] for j in range(n + 1)]
-        k_total = inp.k - inp.k_base if base else inp.k      # the frozen key, as the fast path uses
-        out[f"keys_{tag}"] = torch.stack([(inp.q * keys[j]).sum(-1) / sq for j in range(n + 1)], 1)
-        out[f"queries_{tag}"] = torch.stack([(kq[i] * k_total).sum(-1) / sq for i in range(n + 1)], 1)
-        grid = torch.zeros(b, n + 1, n + 1, dtype=inp.q.dtype, device=inp.q.device)
-        for i in range(n + 1):
-            for j in range(n + 1):
-                grid[:, i, j] = (kq[i] * keys[j]).sum(-1) / sq
-        out[f"grid_{tag}"] = grid
-        kp = [k_par_t[j] - k_par_b[j] if base else k_par_t[j] for j in range(n + 1)]
-        kpp = [k_perp_t[j] - k_perp_b[j] if base else k_perp_t[j] for j in range(n + 1)]
-        qp, qpp = sum(q_par_parts), sum(q_perp_parts)
-        four_k = torch.zeros(b, 4, n + 1, dtype=inp.q.dtype, device=inp.q.device)
-        four_q = torch.zeros_like(four_k)
-        kp_tot, kpp_tot = sum(kp), sum(kpp)
-        for j in range(n + 1):
-            for t, (qv, kv) in enumerate(((qp, kp[j]), (qp, kpp[j]), (qpp, kp[j]), (qpp, kpp[j]))):
-                four_k[:, t, j] = (qv * kv).sum(-1) / sq
-            for t, (qv, kv) in enumerate(((q_par_parts[j], kp_tot), (q_par_parts[j], kpp_tot),
-                                          (q_perp_parts[j], kp_tot), (q_perp_parts[j], kpp_tot))):
-                four_q[:, t, j] = (qv * kv).sum(-1) / sq
-        out[f"four_keys_{tag}"] = four_k
-        out[f"four_queries_{tag}"] = four_q
+def decompose_all_loop(inp: HeadScoreInputs) -> dict[str, torch.Tensor]:
+    """The same numbers as :func:`decompose_all`, one component at a time (the slow baseline):
+    every component's key (or query) image through LN* and W, then its dot product."""
+    sq = math.sqrt(inp.d_head)
+    img = _loop_images(inp)
+    n1 = inp.n + 1
+
+    def dot(a, b):
+        return (a * b).sum(-1) / sq
+
+    q_par_tot = sum(img["q_par"])
+    q_perp_tot = inp.q - q_par_tot
+    out: dict[str, torch.Tensor] = {}
+    for tag in ("raw", "base"):
+        base = tag == "base"
+        keys = [img["k"][j] - img["b"][j] if base else img["k"][j] for j in range(n1)]
+        kpar = [img["k_par"][j] - img["b_par"][j] if base else img["k_par"][j] for j in range(n1)]
+        k_frozen = inp.k - inp.k_base if base else inp.k
+        k_par_tot = sum(kpar[:-1])
+        k_perp_tot = k_frozen - k_par_tot
+        out[f"keys_{tag}"] = torch.stack([dot(inp.q, keys[j]) for j in range(n1)], 1)
+        out[f"queries_{tag}"] = torch.stack([dot(img["q"][i], k_frozen) for i in range(n1)], 1)
+        four_k, four_q = [], []
+        for j in range(n1):
+            kp, ko = kpar[j], keys[j] - kpar[j]
+            four_k.append(torch.stack([dot(q_par_tot, kp), dot(q_par_tot, ko),
+                                       dot(q_perp_tot, kp), dot(q_perp_tot, ko)], 1))
+            qp, qo = img["q_par"][j], img["q"][j] - img["q_par"][j]
+            four_q.append(torch.stack([dot(qp, k_par_tot), dot(qp, k_perp_tot),
+                                       dot(qo, k_par_tot), dot(qo, k_perp_tot)], 1))
+        out[f"four_keys_{tag}"] = torch.stack(four_k, 2)
+        out[f"four_queries_{tag}"] = torch.stack(four_q, 2)
     return out
+
+
+def score_grid_loop(inp: HeadScoreInputs, baseline: bool = True) -> torch.Tensor:
+    """:func:`score_grid` one pair of components at a time."""
+    sq = math.sqrt(inp.d_head)
+    img = _loop_images(inp)
+    n1 = inp.n + 1
+    grid = torch.zeros(inp.q.shape[0], n1, n1, dtype=inp.q.dtype, device=inp.q.device)
+    for i in range(n1):
+        for j in range(n1):
+            k = img["k"][j] - img["b"][j] if baseline else img["k"][j]
+            grid[:, i, j] = (img["q"][i] * k).sum(-1) / sq
+    return grid
 
 
 def expected_totals(inp: HeadScoreInputs) -> dict[str, torch.Tensor]:
     """What each decomposition must sum to: the real score (raw) or real score difference (base)."""
     raw = inp.real_score()
-    base = raw - inp.real_score_base()
-    return {"raw": raw, "base": base}
+    return {"raw": raw, "base": raw - inp.real_score_base()}
 
 
 def max_sum_error(inp: HeadScoreInputs, parts: Optional[dict[str, torch.Tensor]] = None) -> float:
-    """Largest |sum of a decomposition - the model's real score (from hook_q, hook_k)|."""
-    parts = parts if parts is not None else decompose_all(inp)
+    """Largest |sum of a decomposition - the model's real score (from hook_q, hook_k)|, over every
+    decomposition of :func:`decompose_all` and both grids."""
+    parts = dict(parts if parts is not None else decompose_all(inp))
+    parts.setdefault("grid_raw", score_grid(inp, baseline=False))
+    parts.setdefault("grid_base", score_grid(inp, baseline=True))
     totals = expected_totals(inp)
     worst = 0.0
     for key, value in parts.items():
@@ -629,7 +661,7 @@ def default_candidates(inp: HeadScoreInputs, side: str, top: Optional[str] = Non
 # --------------------------------------------------------------------------- bench
 def bench(quick: bool = False):
     """Vectorised decomposition vs a per-component loop, on the same inputs; and vs a forward pass."""
-    from mechinterp_edu.bench import BenchRow, timed
+    from mechinterp_edu.bench import timed
     from mechinterp_edu.device import get_device
     from mechinterp_edu.reference.ioi_data import encode_prompts, sample_prompts, WordVocab, build_vocab
 
@@ -654,17 +686,29 @@ def bench(quick: bool = False):
         forward = timed(lambda: run_with_cache(model, batch.tokens), repeat=2 if quick else 3, sync=sync)
         cache = run_with_cache(model, batch.tokens)
         inp = gather_head_inputs(model, batch, layer, head, cache=cache)
-        decompose_all(inp)  # warm-up (first-call dispatch overhead)
-        fast = slow = float("inf")
-        for _ in range(3):  # interleaved, best of 3: a busy machine slows both alike
-            fast = min(fast, timed(lambda: decompose_all(inp), repeat=3, sync=sync))
-            slow = min(slow, timed(lambda: decompose_all_loop(inp), repeat=1, sync=sync))
-        a, b = decompose_all(inp), decompose_all_loop(inp)
-        agree = max(float((a[k] - b[k]).abs().max()) for k in a)
-        err = max_sum_error(inp, a)
-        rows.append(BenchRow(
-            f"{name}: all decompositions of head {layer}.{head}, {n_prompts} prompts x {inp.n + 1} components",
-            fast, "per-component loop", slow,
-            note=(f"{fast / forward:.3f}x the time of one forward pass with cache ({forward:.3f} s); "
-                  f"loop and vectorised agree to {agree:.1e}; max |sum - real score| {err:.1e}")))
+        rows += _bench_pair(
+            f"{name}: key/query decompositions + four-term splits (with and without baseline), "
+            f"head {layer}.{head}, {n_prompts} prompts x {inp.n + 1} components",
+            lambda: decompose_all(inp), lambda: decompose_all_loop(inp), forward, sync, inp)
+        rows += _bench_pair(
+            f"{name}: full query x key grid ({inp.n + 1} x {inp.n + 1}), with and without baseline",
+            lambda: {"grid_raw": score_grid(inp, False), "grid_base": score_grid(inp, True)},
+            lambda: {"grid_raw": score_grid_loop(inp, False), "grid_base": score_grid_loop(inp, True)},
+            forward, sync, inp)
     return rows
+
+
+def _bench_pair(label, fast_fn, slow_fn, forward, sync, inp):
+    from mechinterp_edu.bench import BenchRow, timed
+
+    fast_fn()  # warm-up (first-call dispatch overhead)
+    fast = slow = float("inf")
+    for _ in range(3):  # interleaved, best of 3: a busy machine slows both alike
+        fast = min(fast, timed(fast_fn, repeat=3, sync=sync))
+        slow = min(slow, timed(slow_fn, repeat=1, sync=sync))
+    a, b = fast_fn(), slow_fn()
+    agree = max(float((a[k] - b[k]).abs().max()) for k in a)
+    err = max_sum_error(inp, a)
+    return [BenchRow(label, fast, "per-component loop", slow,
+                     note=(f"{fast / forward:.3f}x the time of one forward pass with cache ({forward:.3f} s); "
+                           f"loop and vectorised agree to {agree:.1e}; max |sum - real score| {err:.1e}"))]
