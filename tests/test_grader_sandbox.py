@@ -64,6 +64,7 @@ VERDICTS = {
     "import_solutions.py": attn_fails("importing 'solutions' is not allowed"),
     "exec_test_spec.py": attn_fails("reference code and solutions are off limits"),
     "dir_fd_escape.py": attn_fails(BLOCKED),
+    "fspath_swap.py": attn_fails("every trick was refused"),
     "chdir_symlink.py": attn_fails(BLOCKED),
     "read_parent_memory.py": attn_fails("reading another process"),
     "gc_hunt.py": attn_fails("all zeros"),

@@ -330,20 +330,30 @@ def _install_guard(blocked_dirs, blocked_modules, write_dirs, ancestor_dirs):
     blocked_modules = tuple(blocked_modules)
 
     def module_blocked(name) -> bool:
-        name = str(name)
+        name = str.__getitem__(name, slice(None)) if isinstance(name, str) else repr(name)
         return any(name == m or name.startswith(m + ".") for m in blocked_modules)
 
     def deny(what):
         raise PermissionError(f"not allowed in the grader's sandbox: {what}")
 
     ancestors.update({f"/proc/{my_pid}", "/proc/self", "/proc/thread-self"})
+    import pathlib
+
+    safe_path_types = (pathlib.PosixPath, pathlib.PurePosixPath)
 
     def check_path(path, writing, low_level=False):
-        if isinstance(path, int):
+        # Exact types only: C converts a path object before auditing it, so a custom object
+        # (or a str subclass with overridden methods) could show this hook another path.
+        if type(path) is int:
             return
-        if isinstance(path, bytes):
-            path = path.decode("utf-8", "surrogateescape")
-        path = os.fspath(path) if not isinstance(path, str) else path
+        if isinstance(path, str):
+            path = str.__getitem__(path, slice(None))        # an exact str copy
+        elif isinstance(path, bytes):
+            path = bytes.__getitem__(path, slice(None)).decode("utf-8", "surrogateescape")
+        elif type(path) in safe_path_types:
+            path = str(path)
+        else:
+            deny(f"a path given as {type(path).__name__} (use a plain string)")
         if low_level and not path.startswith("/"):
             # os.open(relative, dir_fd=...) resolves against a folder the hook cannot see
             deny(f"os.open of the relative path {path!r} (use an absolute path)")

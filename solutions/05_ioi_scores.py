@@ -1,0 +1,125 @@
+"""Lesson 5 worked solutions: decomposing an attention score (END -> IO) by component.
+
+Written to be read step by step; the fast, batched versions live in
+mechinterp_edu/reference/ioi_scores.py (a different implementation: the tests check that the
+two agree, and that every decomposition adds up to the model's own score from hook_q, hook_k).
+
+Conventions: row vectors, W_Q, W_K [d_model, d_head]; scale [batch] is the LayerNorm scale
+frozen from the cache; LN*(x) = (x - mean(x)) / scale.
+"""
+import math
+
+import torch
+
+
+def _frozen_layernorm(x, scale):
+    """LN*(x): centre over d_model, divide by the frozen scale. x [batch, d_model], scale [batch]."""
+    centred = x - x.mean(dim=-1, keepdim=True)
+    return centred / scale[:, None]
+
+
+# --------------------------------------------------------------------------- 1. projections
+def project(vectors, directions):
+    # Step 1: accept a single direction [batch, d] as k = 1.
+    if directions.ndim == 2:
+        directions = directions[:, None, :]
+    # Step 2: Gram-Schmidt: turn the k directions into an orthonormal basis of their span.
+    basis = []
+    for i in range(directions.shape[1]):
+        w = directions[:, i, :].clone()
+        for e in basis:
+            w = w - (w * e).sum(-1, keepdim=True) * e
+        basis.append(w / w.norm(dim=-1, keepdim=True))
+    # Step 3: the parallel part is the sum of the components along each basis vector.
+    parallel = torch.zeros_like(vectors)
+    for e in basis:
+        parallel = parallel + (vectors * e).sum(-1, keepdim=True) * e
+    # Step 4: the perpendicular part is what is left.
+    return parallel, vectors - parallel
+
+
+def fraction_explained(vectors, directions) -> float:
+    parallel, _ = project(vectors, directions)
+    # Per vector: |v_par|^2 / |v|^2 (= cos^2 for one direction). Then the mean over the batch.
+    per_vector = (parallel * parallel).sum(-1) / (vectors * vectors).sum(-1)
+    return per_vector.mean().item()
+
+
+# --------------------------------------------------------------------------- 2. linear maps
+def _affine_map(frozen, W, b, scale):
+    d_model, d_head = W.shape
+    # score = (LN*(x) W + b) . f / sqrt(d_head)
+    #       = LN*(x) . (W f) / sqrt(d_head)  +  b . f / sqrt(d_head)
+    # LN*(x) = x P / s with the centring matrix P = I - 11^T/d (symmetric), so
+    #       LN*(x) . r = x . (P r) / s.
+    P = torch.eye(d_model, dtype=W.dtype, device=W.device) - 1.0 / d_model
+    r = frozen @ W.T / math.sqrt(d_head)                       # [batch, d_model]: rows are (W f)^T
+    linear_map = (r @ P) / scale[:, None]                      # P symmetric: r P = (P r^T)^T
+    bias = (frozen * b).sum(-1) / math.sqrt(d_head)
+    return linear_map, bias
+
+
+def score_linear_in_keys(q, W_K, b_K, scale):
+    return _affine_map(q, W_K, b_K, scale)
+
+
+def score_linear_in_queries(k, W_Q, b_Q, scale):
+    return _affine_map(k, W_Q, b_Q, scale)
+
+
+# --------------------------------------------------------------------------- 3. decompositions
+def _by_component(frozen, components, scale, W, b):
+    d_head = W.shape[1]
+    columns = []
+    # One component at a time: its piece of the key (or query) is LN*(c) W, using the scale of
+    # the WHOLE residual stream (frozen), never a LayerNorm recomputed on c alone.
+    for j in range(components.shape[1]):
+        piece = _frozen_layernorm(components[:, j, :], scale) @ W
+        columns.append((piece * frozen).sum(-1) / math.sqrt(d_head))
+    # The bias is a component of the key (or query) too.
+    columns.append((frozen * b).sum(-1) / math.sqrt(d_head))
+    return torch.stack(columns, dim=1)
+
+
+def decompose_keys(q, components, scale, W_K, b_K):
+    return _by_component(q, components, scale, W_K, b_K)
+
+
+def decompose_queries(k, components, scale, W_Q, b_Q):
+    return _by_component(k, components, scale, W_Q, b_Q)
+
+
+# --------------------------------------------------------------------------- 4. the S1 baseline
+def decompose_keys_minus_baseline(q, components, scale, components_base, scale_base, W_K, b_K):
+    at_io = decompose_keys(q, components, scale, W_K, b_K)
+    at_s1 = decompose_keys(q, components_base, scale_base, W_K, b_K)  # S1 uses ITS OWN scale
+    # The bias columns are both q . b_K / sqrt(d_head): their difference is exactly 0.
+    return at_io - at_s1
+
+
+def decompose_queries_minus_baseline(k, k_base, components, scale, W_Q, b_Q):
+    # score(IO) - score(S1) = q . (k - k_base) / sqrt(d_head): freeze the key difference.
+    # The bias column (k - k_base) . b_Q / sqrt(d_head) does not cancel.
+    return decompose_queries(k - k_base, components, scale, W_Q, b_Q)
+
+
+# --------------------------------------------------------------------------- 5. four terms
+def four_terms(x_q, scale_q, u, x_k, scale_k, m, W_Q, b_Q, W_K, b_K):
+    d_head = W_Q.shape[1]
+    # Step 1: split both residual streams.
+    xq_par, xq_perp = project(x_q, u)
+    xk_par, xk_perp = project(x_k, m)
+    # Step 2: through LN* (frozen scales) and the weights; biases go with the perpendicular parts.
+    q_par = _frozen_layernorm(xq_par, scale_q) @ W_Q
+    q_perp = _frozen_layernorm(xq_perp, scale_q) @ W_Q + b_Q
+    k_par = _frozen_layernorm(xk_par, scale_k) @ W_K
+    k_perp = _frozen_layernorm(xk_perp, scale_k) @ W_K + b_K
+    # Step 3: the four dot products, in the order par.par, par.perp, perp.par, perp.perp.
+    terms = [(q_par, k_par), (q_par, k_perp), (q_perp, k_par), (q_perp, k_perp)]
+    return torch.stack([(a * b).sum(-1) / math.sqrt(d_head) for a, b in terms], dim=1)
+
+
+def share_explained(terms, terms_base):
+    difference = terms - terms_base                     # [batch, 4]: each term's IO - S1 difference
+    total = difference.sum(dim=1)                       # [batch]: the net score difference
+    return difference.mean(dim=0) / total.mean()        # ratio of means, not mean of ratios
