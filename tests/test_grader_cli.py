@@ -120,3 +120,13 @@ def test_cli_in_a_fresh_process():
                            "--json", "--no-progress"], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1])["score"] > 0
+
+
+@needs_lesson
+@pytest.mark.slow
+def test_bench_rows():
+    from mechinterp_edu.grader.bench import bench
+
+    rows = bench(quick=True)
+    assert len(rows) == 1 and rows[0].seconds > 0
+    assert "exit code 0" in rows[0].note and "target <= 5 s" in rows[0].note

@@ -372,7 +372,11 @@ def test_masked_positions_must_match():
     exp = np.array([[1.0, -np.inf], [2.0, 3.0]])
     assert compare_arrays(np.array([[1.0, -np.inf], [2.0, 3.0]]), exp, tol).ok
     assert compare_arrays(np.array([[1.0, -1e9], [2.0, 3.0]]), exp, tol).ok
+    # TransformerLens masks with -1e5; fine even when the scores reach 120
+    big = np.array([[40.0, -np.inf], [80.0, 120.0]])
+    assert compare_arrays(np.array([[40.0, -1e5], [80.0, 120.0]]), big, tol).ok
     assert not compare_arrays(np.array([[1.0, 0.0], [2.0, 3.0]]), exp, tol).ok
+    assert not compare_arrays(np.array([[1.0, -50.0], [2.0, 3.0]]), exp, tol).ok
 
 
 def test_device_mismatch_is_named():

@@ -52,6 +52,7 @@ VERDICTS = {
     "honest_alternative.py": ALL_OK,
     "mutates_inputs.py": ALL_OK,                      # right answers; inputs changed afterwards
     "valid_notebook.ipynb": ALL_OK,
+    "sandbox_probe.py": ALL_OK,                       # passes only inside a locked-down process
     # objects that lie about equality
     "eq_always_true.py": attn_fails("returned submission.AlwaysEqual"),
     "tensor_subclass.py": attn_fails("a subclass of torch.Tensor"),
@@ -65,6 +66,8 @@ VERDICTS = {
     "exec_test_spec.py": attn_fails("reference code and solutions are off limits"),
     "dir_fd_escape.py": attn_fails(BLOCKED),
     "fspath_swap.py": attn_fails("every trick was refused"),
+    "native_file_read.py": {"attn_scores": "Permission denied",        # C++ reads: the kernel says no
+                            "embed_logits": "no device could be read", "double": OK},
     "chdir_symlink.py": attn_fails(BLOCKED),
     "read_parent_memory.py": attn_fails("reading another process"),
     "gc_hunt.py": attn_fails("all zeros"),
@@ -203,3 +206,39 @@ def test_grading_survives_a_dead_fork_server():
     server.proc.wait(timeout=10)
     report = grade_file(ADVERSARIAL / "honest_correct.py", exercises=spec.CORE, limits=LIMITS)
     assert report.score == report.max_score
+
+
+def test_honest_housekeeping_is_allowed():
+    """Scratch files in the working folder, temp files, env vars, listing the cwd: all fine."""
+    source = '''
+import os
+import tempfile
+import torch
+
+def double(x):
+    os.listdir()
+    os.environ["SCRATCH"] = "1"
+    with tempfile.NamedTemporaryFile() as fh:
+        fh.write(b"scratch")
+    with open("notes.txt", "w") as fh:
+        fh.write("ok")
+    torch.save(x, "x.pt")
+    return 2 * torch.load("x.pt")
+'''
+    (result,) = grade_source(source, exercises=[spec.DOUBLE], limits=LIMITS).results
+    assert result.passed, result.feedback
+
+
+@pytest.mark.slow
+def test_transformer_lens_can_be_imported_by_learners():
+    source = '''
+import einops
+import torch
+import transformer_lens
+
+def double(x):
+    assert transformer_lens.__name__ == "transformer_lens"
+    return einops.reduce(torch.stack([x, x]), "two ... -> ...", "sum")
+'''
+    (result,) = grade_source(source, exercises=[spec.DOUBLE], limits=LIMITS).results
+    assert result.passed, result.feedback

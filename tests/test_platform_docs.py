@@ -41,6 +41,7 @@ def _third_party_imports() -> dict[str, set[str]]:
     files = [ROOT / "app.py", *(ROOT / "mechinterp_edu").rglob("*.py"), *(ROOT / "tests").glob("*.py"),
              *(ROOT / "exercises").glob("*.py"), *(ROOT / "solutions").glob("*.py")]
     local = {"mechinterp_edu", "solutions", "exercises", "app", "conftest"}
+    local |= {p.stem for p in (ROOT / "tests").rglob("*.py")}  # test helper modules
     found: dict[str, set[str]] = {}
     for path in files:
         if not path.exists():

@@ -353,3 +353,43 @@ register(Derivation(
                          "to the score."),
     ),
 ))
+
+
+# --------------------------------------------------------------------------- false steps
+# Not registered (every registered step must prove). Each states a tempting claim that is wrong;
+# the tests check that the framework rejects every one, and the lesson shows their verdicts.
+def _xy():
+    x, y = sp.symbols("x y", positive=True)
+    return sp.Matrix([[x, 0, 0]]), sp.Matrix([[0, y, 0]])
+
+
+FALSE_STEPS: dict[str, Step] = {
+    "recompute_per_component": Step(
+        "recompute_per_component",
+        r"\mathrm{LN}\big((x,0,0) + (0,y,0)\big) \overset{?}{=} \mathrm{LN}(x,0,0) + \mathrm{LN}(0,y,0)",
+        lambda: ln_recomputed(_xy()[0] + _xy()[1]),
+        lambda: ln_recomputed(_xy()[0]) + ln_recomputed(_xy()[1]), method="simplify",
+        explanation="False: LayerNorm recomputed on each component divides each by its own scale."),
+    "chance_one_over_d_squared": Step(
+        "chance_one_over_d_squared",
+        r"\frac{1}{4\pi}\int_{S^2}\cos^2\theta\,d\Omega \overset{?}{=} \frac{1}{d^2} = \frac{1}{9}",
+        _sphere_mean_cos2, lambda: sp.Rational(1, D_MODEL ** 2),
+        explanation="False: the chance level of one random direction is 1/d, not 1/d^2."),
+    "mean_abs_cos_squared": Step(
+        "mean_abs_cos_squared",
+        r"\Big(\frac{|a|+|b|}{2}\Big)^2 \overset{?}{=} \frac{a^2+b^2}{2}",
+        lambda: ((sp.Symbol("a", nonnegative=True) + sp.Symbol("b", nonnegative=True)) / 2) ** 2,
+        lambda: (sp.Symbol("a", nonnegative=True) ** 2 + sp.Symbol("b", nonnegative=True) ** 2) / 2,
+        explanation="False unless a = b: (mean |cos|)^2 is not the mean of cos^2."),
+    "b_Q_cancels": Step(
+        "b_Q_cancels",
+        r"(x_E W_Q + b_Q)(k_{IO}-k_{S1})^\top \overset{?}{=} x_E W_Q (k_{IO}-k_{S1})^\top",
+        lambda: _b_q_stays()[0], lambda: (_row("xE") * _wq()) * (_row("kIO", D_HEAD) - _row("kS1", D_HEAD)).T,
+        method="matrix",
+        explanation="False: the baseline removes b_K on the key side, not b_Q on the query side."),
+    "residual_bias_cancels": Step(
+        "residual_bias_cancels",
+        r"\mathrm{LN}^*_{IO}(b) - \mathrm{LN}^*_{S1}(b) \overset{?}{=} 0",
+        lambda: _scales_differ()[0], lambda: sp.zeros(1, D_MODEL), method="matrix",
+        explanation="False: the same bias vector is divided by two different LayerNorm scales."),
+}

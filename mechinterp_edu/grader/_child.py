@@ -346,6 +346,8 @@ def _install_guard(blocked_dirs, blocked_modules, write_dirs, ancestor_dirs):
         # (or a str subclass with overridden methods) could show this hook another path.
         if type(path) is int:
             return
+        if path is None:                                     # os.listdir() etc.: the cwd
+            path = "."
         if isinstance(path, str):
             path = str.__getitem__(path, slice(None))        # an exact str copy
         elif isinstance(path, bytes):
@@ -376,8 +378,7 @@ def _install_guard(blocked_dirs, blocked_modules, write_dirs, ancestor_dirs):
                           "os.chroot", "os.setuid", "os.setgid", "os.setreuid", "os.setregid",
                           "os.chdir", "os.fchdir", "os.symlink", "os.link", "os.mknod",
                           "os.mkfifo", "resource.setrlimit", "resource.prlimit",
-                          "sys._current_frames", "winreg.", "mmap.__new__", "os.putenv",
-                          "os.unsetenv", "_posixsubprocess", "sys.remote_exec", "os.setns",
+                          "winreg.", "mmap.__new__", "_posixsubprocess", "sys.remote_exec", "os.setns",
                           "os.unshare", "os.pidfd_open", "os.memfd_create", "signal.pthread_kill",
                           "os.setpgid", "os.setsid", "os.setpriority")
     path_mutations = {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
@@ -436,6 +437,8 @@ def install_seccomp() -> str:
     import struct
 
     machine = platform.machine()
+    if not sys.platform.startswith("linux"):
+        return f"seccomp is Linux-only (this is {sys.platform})"
     if machine == "x86_64":
         arch = 0xC000003E
         nr = {"clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62, "ptrace": 101,
@@ -499,6 +502,108 @@ def install_seccomp() -> str:
     if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
         return f"prctl(SECCOMP) failed (errno {ctypes.get_errno()})"
     return ""
+
+
+LANDLOCK_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/sys",
+                        "/proc/driver/nvidia")
+LANDLOCK_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
+LANDLOCK_PROC = ("/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/sys/kernel",
+                 "/proc/sys/vm")
+
+
+def install_landlock(read_dirs, write_dirs) -> str:
+    """Kernel-level file access control (Linux Landlock, any user): from now on this process may
+    read only ``read_dirs`` (Python, system libraries...) and write only ``write_dirs``.
+    Unlike the audit hook, this also covers files opened by C / C++ code (e.g.
+    ``torch.from_file``), raw devices and anything else not listed: the course's folder, the
+    home folder, other students' work. Returns "" on success, else why it was skipped."""
+    import ctypes
+    import glob
+
+    if not sys.platform.startswith("linux"):
+        return f"Landlock is Linux-only (this is {sys.platform})"
+    libc = ctypes.CDLL(None, use_errno=True)
+    create, add_rule, restrict = 444, 445, 446          # the same numbers on x86_64 and arm64
+    abi = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
+    if abi < 1:
+        return f"Landlock is not available (errno {ctypes.get_errno()})"
+    execute, write_file, read_file, read_dir = 1, 2, 4, 8
+    make_remove = sum(1 << b for b in range(4, 13))     # remove dir/file, make char/dir/reg/sock/fifo/block/sym
+    handled = execute | write_file | read_file | read_dir | make_remove
+    if abi >= 2:
+        handled |= 1 << 13                              # refer (rename/link across folders)
+    if abi >= 3:
+        handled |= 1 << 14                              # truncate
+    file_rights = execute | write_file | read_file | (1 << 14 if abi >= 3 else 0)
+    read_rights = execute | read_file | read_dir
+
+    attr = ctypes.c_uint64(handled)
+    ruleset = libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
+    if ruleset < 0:
+        return f"landlock_create_ruleset failed (errno {ctypes.get_errno()})"
+
+    class PathBeneath(ctypes.Structure):
+        _pack_ = 1
+        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
+
+    def allow(path, rights):
+        try:
+            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
+        except OSError:
+            return
+        try:
+            if not os.path.isdir(path):
+                rights &= file_rights
+            rule = PathBeneath(rights & handled, fd)
+            if libc.syscall(add_rule, ruleset, ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0)):
+                failed.append(f"{path} (errno {ctypes.get_errno()})")
+        finally:
+            os.close(fd)
+
+    failed = []
+    try:
+        for path in list(read_dirs) + list(LANDLOCK_SYSTEM_DIRS) + list(LANDLOCK_PROC):
+            allow(path, read_rights)
+        for path in LANDLOCK_DEVICES:
+            allow(path, read_rights | write_file)
+        for path in glob.glob("/dev/nvidia*"):
+            allow(path, read_rights | write_file)
+        for path in write_dirs:
+            allow(path, handled)
+        if failed:
+            print(f"[grader sandbox] file access rules not added for: {', '.join(failed)}",
+                  file=sys.stderr)
+        if libc.prctl(38, 1, 0, 0, 0) != 0:             # PR_SET_NO_NEW_PRIVS
+            return f"prctl(NO_NEW_PRIVS) failed (errno {ctypes.get_errno()})"
+        if libc.syscall(restrict, ruleset, ctypes.c_uint32(0)) != 0:
+            return f"landlock_restrict_self failed (errno {ctypes.get_errno()})"
+    finally:
+        os.close(ruleset)
+    return ""
+
+
+def disable_native_file_readers(torch) -> None:
+    """Without Landlock, the audit hook cannot see files opened by C++: switch off torch's
+    functions that read a named file that way (a fallback; Landlock is the real wall)."""
+
+    def refuse(*args, **kwargs):
+        raise PermissionError("Permission denied: reading files from C++ (torch.from_file, "
+                              "torch.jit.load, ...) is not allowed in the grader's sandbox")
+
+    targets = [(torch, "from_file"), (torch._C._VariableFunctions, "from_file"),
+               (torch._C._VariableFunctionsClass, "from_file"), (torch.ops.aten, "from_file"),
+               (torch.UntypedStorage, "from_file"), (torch.TypedStorage, "from_file"),
+               (torch._C, "import_ir_module"), (torch._C, "_load_for_lite_interpreter"),
+               (torch._C, "_load_for_lite_interpreter_from_buffer"), (torch.ops, "load_library")]
+    for name in dir(torch):
+        if name.endswith("Storage") and hasattr(getattr(torch, name), "from_file"):
+            targets.append((getattr(torch, name), "from_file"))
+    for owner, name in targets:
+        try:
+            if hasattr(owner, name):
+                setattr(owner, name, refuse)
+        except (AttributeError, TypeError):
+            pass
 
 
 def _set_limits(memory_mb, fsize_mb, cpu_s=0):
@@ -602,9 +707,12 @@ def run_job(io_dir, event_fd, attempt, guard) -> None:
         torch.set_num_threads(int(job["threads"]))
     _set_limits(int(guard["memory_mb"]), int(guard["fsize_mb"]), int(guard["cpu_s"]))
     sys.dont_write_bytecode = True
-    skipped = install_seccomp()
-    if skipped:
-        print(f"[grader sandbox] kernel filter not installed: {skipped}", file=sys.stderr)
+    for layer, skipped in (("file access rules", install_landlock(guard["read_dirs"], guard["write_dirs"])),
+                           ("system call filter", install_seccomp())):
+        if skipped:
+            print(f"[grader sandbox] {layer} not installed: {skipped}", file=sys.stderr)
+            if layer == "file access rules":
+                disable_native_file_readers(torch)
     _install_guard(guard["blocked_dirs"], guard["blocked_modules"], guard["write_dirs"],
                    guard["ancestor_dirs"])
 
@@ -663,6 +771,9 @@ def _forked_child(sock, request, fds) -> None:
         os.chdir(request["cwd"])
         os.environ["HOME"] = request["cwd"]
         os.environ["TMPDIR"] = request["cwd"]
+        import tempfile
+
+        tempfile.tempdir = request["cwd"]            # the server may have cached its own
         run_job(request["io_dir"], event_fd, request["attempt"], request["guard"])
         code = 0
     except BaseException:  # noqa: BLE001

@@ -31,7 +31,7 @@ import time
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 from mechinterp_edu.grader.sandbox import (ArrayOut, Limits, NumberOut, OtherOut, RowsOut,
                                            RunResult, SandboxRunner, TupleOut, encode_args,
@@ -473,10 +473,3 @@ def grade_file(path, lesson=None, exercises: ExerciseSelection = None, *,
                              "(e.g. 01_tensor_products.py) or pass --lesson NN")
     sub = load_submission(path)
     return _grade_submission(sub, lesson, exercises, sandbox, limits, str(path))
-
-
-def grade_files(paths: Iterable[tuple[Path, Optional[Union[int, str]]]], *,
-                limits: Optional[Limits] = None) -> Iterable[FileReport]:
-    """Grade several files, one after the other (yielding each report as it is ready)."""
-    for path, lesson in paths:
-        yield grade_file(path, lesson, limits=limits)

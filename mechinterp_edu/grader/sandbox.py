@@ -562,19 +562,20 @@ class _Server:
 
 _SERVER: Optional[_Server] = None
 _SERVER_LOCK = threading.Lock()
+_ATEXIT_REGISTERED = False
 
 
 def get_server() -> _Server:
     """The running fork server, started if needed (returns at once; it warms up meanwhile)."""
-    global _SERVER
+    global _SERVER, _ATEXIT_REGISTERED
     with _SERVER_LOCK:
         if _SERVER is None or not _SERVER.alive():
             if _SERVER is not None and _SERVER.owner == os.getpid():
                 _SERVER.stop()
             _SERVER = _Server()
-            if not getattr(get_server, "_atexit", False):
+            if not _ATEXIT_REGISTERED:
                 atexit.register(stop_server)
-                get_server._atexit = True
+                _ATEXIT_REGISTERED = True
         return _SERVER
 
 
@@ -721,7 +722,8 @@ class SandboxRunner:
         blocked = blocked_paths(self.limits.extra_blocked)
         self.guard = {"memory_mb": self.limits.memory_mb, "fsize_mb": self.limits.fsize_mb,
                       "blocked_dirs": blocked, "ancestor_dirs": _ancestors(blocked),
-                      "blocked_modules": list(BLOCKED_MODULES)}
+                      "blocked_modules": list(BLOCKED_MODULES),
+                      "read_dirs": _python_dirs() + site_dirs()}
         job = {"sources": self.sources, "continue_on_error": self.continue_on_error,
                "preimport": self.preimport, "device": device,
                "threads": self.limits.threads or max(1, min(4, os.cpu_count() or 1)),

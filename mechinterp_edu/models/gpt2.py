@@ -77,8 +77,8 @@ def load_gpt2_small(device: torch.device | str | None = None, dtype: torch.dtype
 def _boot_gpt2(device: torch.device, dtype: torch.dtype, allow: bool):
     if not allow and not _weights_in_local_cache():
         raise GPT2Unavailable(unavailable_sentence(
-            "its weights are not in the local Hugging Face cache and downloading is off; "
-            f"set {ALLOW_DOWNLOAD_ENV}=1 where the hub is reachable"))
+            f"its weights are not in the local Hugging Face cache; {ALLOW_DOWNLOAD_ENV}=1 fetches "
+            "them where the hub is reachable"))
     from huggingface_hub import constants as hub_constants
     from transformer_lens.model_bridge import TransformerBridge
 
@@ -141,7 +141,11 @@ def make_random_gpt2_hf(seed: int = 0, scramble: bool = True, **sizes):
 
 
 def wrap_gpt2(hf_model, compat: bool = True):
-    """Wrap a ``GPT2LMHeadModel`` as a TransformerBridge; ``compat`` turns on compatibility mode."""
+    """Wrap a ``GPT2LMHeadModel`` as a TransformerBridge; ``compat`` turns on compatibility mode.
+
+    Compatibility mode rewrites the wrapped module's own weights (folded, centred), so the
+    module passed in computes the folded model afterwards.
+    """
     from transformer_lens.model_bridge.sources import build_bridge_from_module
 
     bridge = build_bridge_from_module(hf_model, "GPT2LMHeadModel", hf_config=hf_model.config)
