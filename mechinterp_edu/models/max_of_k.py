@@ -168,23 +168,16 @@ def weights_from_checkpoint(dtype: torch.dtype = torch.float32, path=None) -> di
     The bridge's Linear layers store [out, in] matrices, so each is transposed; a test checks
     the result against ``layer_weights`` of the loaded bridge.
     """
-    from mechinterp_edu.models.zoo import CheckpointError, read_checkpoint
+    from mechinterp_edu.models.checkpoint_weights import attn_only_weights
+    from mechinterp_edu.models.zoo import CheckpointError
 
-    state = read_checkpoint(NAME, path)["state_dict"]
-    for key in ("blocks.0.attn.q.bias", "blocks.0.attn.k.bias", "blocks.0.attn.v.bias",
-                "blocks.0.attn.o.bias", "unembed.bias"):
-        if key in state and state[key].abs().max().item() != 0.0:
+    weights = attn_only_weights(NAME, dtype=dtype, path=path)
+    for key in ("b_Q", "b_K", "b_V", "b_O", "b_U"):
+        if weights[key].abs().max().item() != 0.0:
             raise CheckpointError(f"{key} is not zero in the {NAME} checkpoint; rebuild it with "
                                   f"`python -m mechinterp_edu train {NAME}`.")
-    out = {
-        "W_E": state["embed.weight"],
-        "W_pos": state["pos_embed.weight"],
-        "W_Q": state["blocks.0.attn.q.weight"].T,
-        "W_K": state["blocks.0.attn.k.weight"].T,
-        "W_V": state["blocks.0.attn.v.weight"].T,
-        "W_O": state["blocks.0.attn.o.weight"].T,
-        "W_U": state["unembed.weight"].T,
-    }
+    out = {k: weights[k] for k in ("W_E", "W_pos", "W_U")}
+    out.update({k: weights[k][0] for k in ("W_Q", "W_K", "W_V", "W_O")})   # the single head
     return {k: v.to(dtype).contiguous() for k, v in out.items()}
 
 

@@ -4,16 +4,20 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from transformer_lens.config import TransformerBridgeConfig
-from transformer_lens.model_bridge import TransformerBridge
+
+# TransformerLens is imported inside the functions: importing a recipe module (for its
+# vocabulary, say) must stay cheap; only building a model pays for TransformerLens.
 
 
-def boot_native_bridge(config: dict[str, Any]) -> TransformerBridge:
-    """A randomly initialised TL-native bridge from a plain config dict."""
+def boot_native_bridge(config: dict[str, Any]):
+    """A randomly initialised TL-native bridge (TransformerBridge) from a plain config dict."""
+    from transformer_lens.config import TransformerBridgeConfig
+    from transformer_lens.model_bridge import TransformerBridge
+
     return TransformerBridge.boot_native(TransformerBridgeConfig(**config))
 
 
-def zero_and_freeze_biases(model: TransformerBridge) -> TransformerBridge:
+def zero_and_freeze_biases(model):
     """Set every bias to zero and stop its gradient (for "no biases" toy models).
 
     TL-native attention layers always carry bias parameters; a model described as

@@ -83,9 +83,13 @@ def ov_eigenvalues(W_E, W_V, W_O, W_U) -> torch.Tensor:
 
     FactoredMatrix computes them from BA = (W_O W_U)(W_E W_V), a d_head x d_head matrix: AB and BA
     have the same nonzero eigenvalues, and the other d_vocab - d_head eigenvalues of AB are 0.
-    Computed in float64 whatever the input dtype.
+    Computed in float64 whatever the input dtype. This is the same d_head x d_head product that
+    :func:`ov_factored` (a FactoredMatrix) diagonalises, written out in torch so grading does
+    not pay for importing TransformerLens; the lesson's tests compare the two.
     """
-    return ov_factored(W_E.double(), W_V.double(), W_O.double(), W_U.double()).eigenvalues
+    A = torch.einsum("vm,hmd->hvd", W_E.double(), W_V.double())    # [h, d_vocab, d_head]
+    B = W_O.double() @ W_U.double()                                  # [h, d_head, d_vocab]
+    return torch.linalg.eigvals(B @ A)                               # [h, d_head] complex128
 
 
 def copying_score_from_eigenvalues(eigenvalues: torch.Tensor) -> torch.Tensor:

@@ -9,8 +9,6 @@ variant with the exercise's signature.
 """
 from __future__ import annotations
 
-import contextlib
-import io
 import math
 from typing import Any, Callable, Optional
 
@@ -67,14 +65,12 @@ def trained_weights(dtype: torch.dtype) -> Optional[dict[str, torch.Tensor]]:
     """Layer-0 weights of the shipped skip_trigrams model, or None if it cannot be loaded."""
     if dtype not in _TRAINED:
         try:
-            from mechinterp_edu.models.zoo import load_model
-            from mechinterp_edu.weights import layer_weights
-            with contextlib.redirect_stdout(io.StringIO()):
-                model = load_model("skip_trigrams", device="cpu", dtype=dtype)
+            # Straight from the checkpoint: no bridge, no TransformerLens import.
+            from mechinterp_edu.models.checkpoint_weights import attn_only_weights
+            weights = attn_only_weights("skip_trigrams", dtype=dtype)
         except Exception:  # noqa: BLE001 - a missing checkpoint drops these cases, grading goes on
             return None
-        _TRAINED[dtype] = {k: v for k, v in layer_weights(model, 0, dtype=dtype, device="cpu").items()
-                           if k in WEIGHT_KEYS}
+        _TRAINED[dtype] = {k: v for k, v in weights.items() if k in WEIGHT_KEYS}
     return _TRAINED[dtype]
 
 
