@@ -364,9 +364,27 @@ def display_live_output(output: Any) -> None:
         display(DerivationVerdicts("Derivation", [output]))
     else:
         if _is_altair(output):
-            import altair as alt
-            alt.data_transformers.disable_max_rows()
+            _use_offline_chart_renderer()
         display(output)
+
+
+def _use_offline_chart_renderer() -> None:
+    """Charts in notebooks must draw with no network. Altair's default HTML output loads
+    Vega's JavaScript from a CDN, so by default charts are rendered to static SVG locally
+    (vl-convert, pinned in requirements.txt). ``MECHINTERP_EDU_NOTEBOOK_CHARTS=html`` brings
+    back the interactive CDN version, ``inline`` embeds the JavaScript (large outputs)."""
+    import os
+
+    import altair as alt
+
+    alt.data_transformers.disable_max_rows()
+    choice = os.environ.get("MECHINTERP_EDU_NOTEBOOK_CHARTS", "svg").strip().lower()
+    if choice == "html":
+        alt.renderers.enable("html")
+    elif choice == "inline":
+        alt.renderers.enable("html", template="inline")
+    else:
+        alt.renderers.enable("svg")
 
 
 def show_live(name: str, ctx: dict[str, Any] | None = None) -> None:

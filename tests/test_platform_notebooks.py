@@ -391,3 +391,30 @@ def test_exercise_notebook_runs(info, kernel_dir, tmp_path, monkeypatch):
     _execute(nb, kernel_dir, tmp_path, monkeypatch)
     assert not [o for c in nb.cells if c.cell_type == "code" for o in c.outputs
                 if o.output_type == "error"]
+
+
+def test_notebook_charts_render_offline(monkeypatch):
+    """Charts shown in notebooks must not need the network: by default they are drawn to
+    SVG locally; the rendered output holds no <script src="http..."> and no CDN address."""
+    import re
+
+    import altair as alt
+    import numpy as np
+    from IPython import display as ipd
+
+    from mechinterp_edu.charts import heatmap
+
+    monkeypatch.delenv("MECHINTERP_EDU_NOTEBOOK_CHARTS", raising=False)
+    monkeypatch.setattr(ipd, "display", lambda obj: None)
+    chart = heatmap(np.arange(12.0).reshape(3, 4) - 5, title="offline")
+    previous = alt.renderers.active
+    try:
+        notebooks.display_live_output(chart)
+        bundle = alt.renderers.get()(chart.to_dict())
+        bundle = bundle[0] if isinstance(bundle, tuple) else bundle
+        assert list(bundle) == ["image/svg+xml"]
+        svg = bundle["image/svg+xml"]
+        assert svg.lstrip().startswith("<svg") and "<rect" in svg
+        assert not re.search(r"src=[\"']https?://", svg) and "cdn." not in svg
+    finally:
+        alt.renderers.enable(previous)
