@@ -242,3 +242,55 @@ def double(x):
 '''
     (result,) = grade_source(source, exercises=[spec.DOUBLE], limits=LIMITS).results
     assert result.passed, result.feedback
+
+
+def test_grading_from_short_lived_threads():
+    """Each Streamlit run is a new thread. The sandbox server must outlive the thread that
+    started it (PR_SET_PDEATHSIG would kill it when that thread exits)."""
+    import threading
+
+    source = "def double(x):\n    return 2 * x\n"
+    scores = []
+
+    def run():
+        scores.append(grade_source(source, exercises=[spec.DOUBLE], limits=LIMITS).score)
+
+    for _ in range(3):
+        worker = threading.Thread(target=run)
+        worker.start()
+        worker.join()
+    assert scores == [1, 1, 1]
+
+
+def test_sandbox_server_exits_when_the_grader_dies(tmp_path):
+    """No orphans: kill a grading process and its sandbox server goes too (EOF on its socket)."""
+    import signal
+    import subprocess
+
+    script = tmp_path / "grader.py"
+    script.write_text(
+        "import sys, time\n"
+        f"sys.path.insert(0, {str(ADVERSARIAL)!r})\n"
+        "import grader_toy_spec as spec\n"
+        "from mechinterp_edu.grader.grade import grade_source\n"
+        "grade_source('def double(x):\\n    return 2 * x\\n', exercises=[spec.DOUBLE])\n"
+        "print('graded', flush=True)\n"
+        "time.sleep(60)\n")
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout.readline().strip() == "graded"
+        children = subprocess.run(["pgrep", "-f", "_child.py --server"], capture_output=True, text=True)
+        servers = [int(p) for p in children.stdout.split()
+                   if Path(f"/proc/{p}/status").exists()
+                   and f"PPid:\t{proc.pid}" in Path(f"/proc/{p}/status").read_text()]
+        assert servers, "the grading process started a sandbox server"
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    deadline = time.time() + 10
+    while time.time() < deadline and any(Path(f"/proc/{p}").exists() and
+                                         "zombie" not in Path(f"/proc/{p}/status").read_text()
+                                         for p in servers):
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{p}").exists() and "zombie" not in Path(f"/proc/{p}/status").read_text()
+                   for p in servers)
