@@ -19,16 +19,13 @@ import pandas as pd
 import torch
 
 from mechinterp_edu.charts import bar, heatmap
+from mechinterp_edu.live.inputs import InputProblem, with_setup_from
 from mechinterp_edu.live.registry import live_chart
 from mechinterp_edu.models import skip_trigrams as st
 from mechinterp_edu.reference import skip_trigrams as ref
 
 WEIGHT_KEYS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")
 DEFAULT_SEQUENCE = "<s> keep the it in mind so take a to heart"
-
-
-class InputProblem(ValueError):
-    """A control value the chart cannot use; the message says what to change."""
 
 
 @functools.lru_cache(maxsize=4)
@@ -108,17 +105,7 @@ def setup(ctx: dict[str, Any]) -> Setup:
     return Setup(name, model, tokens, head, k, notes)
 
 
-def with_setup(fn):
-    @functools.wraps(fn)
-    def wrapper(ctx: dict[str, Any]):
-        try:
-            s = setup(ctx)
-        except InputProblem as exc:
-            return f"**Cannot draw this chart:** {exc}"
-        out = fn(s)
-        out = out if isinstance(out, list) else [out]
-        return [f"*Note:* {n}" for n in s.notes] + out
-    return wrapper
+with_setup = with_setup_from(setup)
 
 
 def _label(triple) -> str:

@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from mechinterp_edu.charts import heatmap
+from mechinterp_edu.live.inputs import InputProblem, with_setup_from
 from mechinterp_edu.live.registry import live_chart
 from mechinterp_edu.reference import tensor_products as ref
 
@@ -78,10 +79,6 @@ def vocabulary(name: str) -> Optional[tuple[str, ...]]:
 def token_labels(name: str, d_vocab: int) -> list[str]:
     vocab = vocabulary(name)
     return list(vocab) if vocab is not None and len(vocab) == d_vocab else [str(i) for i in range(d_vocab)]
-
-
-class InputProblem(ValueError):
-    """A control value the chart cannot use; the message says what to change."""
 
 
 @dataclass
@@ -168,18 +165,7 @@ def setup(ctx: dict[str, Any]) -> Setup:
     return Setup(name, model, weights, torch.tensor(ids, dtype=torch.long), labels, vocab_labels, head, notes)
 
 
-def with_setup(fn):
-    """Decorator: build the Setup, turn InputProblem into a markdown message, prepend notes."""
-    @functools.wraps(fn)
-    def wrapper(ctx: dict[str, Any]):
-        try:
-            s = setup(ctx)
-        except InputProblem as exc:
-            return f"**Cannot draw this chart:** {exc}"
-        out = fn(s)
-        out = out if isinstance(out, list) else [out]
-        return [f"*Note:* {n}" for n in s.notes] + out
-    return wrapper
+with_setup = with_setup_from(setup)
 
 
 def model_scores_and_logits(s: Setup) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -70,6 +70,24 @@ def _random_setup(batch, n, d, e, k, seed, dtype) -> dict[str, torch.Tensor]:
 
 
 _TOY: dict[torch.dtype, Any] = {}
+TOY_SOURCE: dict[torch.dtype, str] = {}   # which path built the toy inputs (tests read it)
+
+
+def _toy_model(dtype: torch.dtype):
+    """The trained ioi_small as a plain-torch forward (no transformers / TransformerLens import);
+    the TransformerBridge only if the checkpoint is not the folded GPT-2 state dict it reads."""
+    from mechinterp_edu.models import ioi_forward
+
+    try:
+        model = ioi_forward.load(dtype=dtype)
+        TOY_SOURCE[dtype] = "ioi_forward"
+        return model
+    except ioi_forward.UnsupportedCheckpoint as exc:
+        from mechinterp_edu.models.ioi import load
+        with contextlib.redirect_stdout(io.StringIO()):   # the bridge prints device/dtype moves
+            model = load(device="cpu", dtype=dtype)
+        TOY_SOURCE[dtype] = f"bridge ({exc})"
+        return model
 
 
 def toy_inputs(dtype: torch.dtype):
@@ -78,10 +96,8 @@ def toy_inputs(dtype: torch.dtype):
     if dtype in _TOY:
         return _TOY[dtype]
     try:
-        from mechinterp_edu.models.zoo import load_model
         from mechinterp_edu.reference.ioi_data import encode_prompts, sample_prompts
-        with contextlib.redirect_stdout(io.StringIO()):   # the bridge prints device/dtype moves
-            model = load_model("ioi_small", device="cpu", dtype=dtype)
+        model = _toy_model(dtype)
         batch = encode_prompts(sample_prompts(TOY_BATCH, "test", seed=5), model.ioi_vocab)
         inp = ref.gather_head_inputs(model, batch, TOY_LAYER, TOY_HEAD, dtype=dtype)
     except Exception:  # noqa: BLE001 - a missing checkpoint drops these cases, it does not break grading

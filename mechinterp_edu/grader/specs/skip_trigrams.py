@@ -16,6 +16,7 @@ import torch
 
 from mechinterp_edu.grader.spec import Case, Exercise, Mistake, register_exercise
 from mechinterp_edu.reference import skip_trigrams as ref
+from mechinterp_edu.reference.tensor_products import random_weights
 
 LESSON = 3
 F32, F64 = torch.float32, torch.float64
@@ -43,19 +44,7 @@ TOKEN_LISTS: tuple[tuple[str, list[int]], ...] = (
 
 # --------------------------------------------------------------------------- inputs
 def _random_weights(d_vocab, d_model, n_heads, d_head, n_ctx, seed, dtype) -> dict[str, torch.Tensor]:
-    gen = torch.Generator().manual_seed(300 + seed)
-
-    def draw(*shape, std):
-        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * std).to(dtype)
-
-    s = 2.0 / math.sqrt(d_model)
-    return {
-        "W_E": draw(d_vocab, d_model, std=s), "W_pos": draw(n_ctx, d_model, std=s),
-        "W_Q": draw(n_heads, d_model, d_head, std=s), "W_K": draw(n_heads, d_model, d_head, std=s),
-        "W_V": draw(n_heads, d_model, d_head, std=1 / math.sqrt(d_model)),
-        "W_O": draw(n_heads, d_head, d_model, std=1 / math.sqrt(d_head)),
-        "W_U": draw(d_model, d_vocab, std=1 / math.sqrt(d_model)),
-    }
+    return random_weights(d_vocab, d_model, n_heads, d_head, n_ctx, seed=300 + seed, dtype=dtype)
 
 
 _TRAINED: dict[torch.dtype, dict[str, torch.Tensor]] = {}
