@@ -130,3 +130,19 @@ def test_bench_rows():
     rows = bench(quick=True)
     assert len(rows) == 1 and rows[0].seconds > 0
     assert "exit code 0" in rows[0].note and "target <= 5 s" in rows[0].note
+
+
+def test_a_folder_grades_each_lesson_file_in_it(tmp_path, capsys):
+    """`grade solutions/` grades every NN_name file of the folder (other files are ignored);
+    a folder without any says so in one line."""
+    for lesson in GRADED[:2]:
+        shutil.copy(lesson.solution_path, tmp_path / lesson.solution_path.name)
+    (tmp_path / "notes.py").write_text("x = 1\n")
+    assert main(["grade", str(tmp_path), "--json", "--no-progress"]) == 0
+    files = [json.loads(l)["file"] for l in capsys.readouterr().out.splitlines() if l.strip()]
+    assert sorted(os.path.basename(f) for f in files) == sorted(l.solution_path.name for l in GRADED[:2])
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["grade", str(empty), "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no lesson files" in err[0]

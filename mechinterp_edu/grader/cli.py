@@ -35,19 +35,24 @@ def resolve_targets(items: list[str], lesson: Optional[str]) -> list[tuple[Path,
     """(path, lesson) pairs for the command line's arguments."""
     from mechinterp_edu.course import EXERCISES_DIR, UnknownLessonError, get_lesson
 
+    def lesson_files(folder: Path) -> list[tuple[Path, Optional[str]]]:
+        files = sorted(p for p in folder.iterdir() if p.is_file() and LESSON_FILE.match(p.name))
+        if not files:
+            raise UsageError(f"no lesson files (NN_name.py / NN_name.ipynb) in {folder}")
+        return [(p, lesson) for p in files]
+
     if not items:
         if not EXERCISES_DIR.is_dir():
             raise UsageError(f"no exercises folder at {EXERCISES_DIR}; pass a file to grade")
-        files = sorted(p for p in EXERCISES_DIR.iterdir()
-                       if p.is_file() and LESSON_FILE.match(p.name))
-        if not files:
-            raise UsageError(f"no exercise files (NN_name.py / NN_name.ipynb) in {EXERCISES_DIR}")
-        return [(p, lesson) for p in files]
+        return lesson_files(EXERCISES_DIR)
     targets = []
     for item in items:
         path = Path(item)
         if path.is_file():
             targets.append((path, lesson))
+            continue
+        if path.is_dir():            # a folder: every NN_name.py / NN_name.ipynb in it
+            targets.extend(lesson_files(path))
             continue
         if path.suffix.lower() in (".py", ".ipynb") or "/" in item or "\\" in item:
             raise UsageError(f"no such file: {item}")
