@@ -99,3 +99,26 @@ def test_train_without_a_name_lists_models():
 def test_console_script_is_declared():
     text = (ROOT / "pyproject.toml").read_text(encoding="utf-8")
     assert 'mechinterp-edu = "mechinterp_edu.cli:main"' in text
+
+
+def test_wrong_python_gets_a_clear_message(tmp_path):
+    """Run with a Python that lacks the course's packages (here: torch hidden), the CLI says
+    which package is missing and how to use the .venv, without a traceback."""
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "sitecustomize.py"
+    blocker.write_text(
+        "import sys\n"
+        "class _Hide:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'torch' or name.startswith('torch.'):\n"
+        "            raise ModuleNotFoundError(\"No module named 'torch'\", name='torch')\n"
+        "sys.meta_path.insert(0, _Hide())\n")
+    import os
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}{os.pathsep}{os.environ.get('PYTHONPATH', '')}")
+    proc = subprocess.run([sys.executable, "-m", "mechinterp_edu", "models"], capture_output=True,
+                          text=True, env=env, timeout=120)
+    assert proc.returncode == 2
+    assert "lacks 'torch'" in proc.stderr and "make setup" in proc.stderr
+    assert "Traceback" not in proc.stderr
