@@ -4,12 +4,13 @@
   temporary file), so no test reads or writes ``~/.mechinterp_edu``.
 * ``load_module_from_path(path)`` imports an exercise or solution file as a fresh module;
   ``load_exercise(lesson)`` / ``load_solution(lesson)`` do it by lesson number or slug.
+* ``one_torch_thread`` (module scope): torch on one thread while a module's tests run, for
+  modules of tiny matrices, where the thread pool only adds overhead on a shared CPU.
 * ``@pytest.mark.cuda`` tests skip cleanly (with the reason) when torch sees no GPU; the
   ``cuda_device`` fixture does the same and returns ``torch.device("cuda")``.
 """
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import os
 import sys
@@ -17,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from support import import_file
 
 pytest_plugins = ["pytester"]
 
@@ -71,16 +73,9 @@ def load_module_from_path():
     loaded: list[str] = []
 
     def load(path, name: str | None = None):
-        path = Path(path)
-        if not path.exists():
-            raise FileNotFoundError(f"{path} does not exist")
-        module_name = name or f"_mechinterp_test_{path.stem}_{next(_counter)}"
-        spec = importlib.util.spec_from_file_location(module_name, path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module  # dataclasses & co. look their module up here
+        module_name = name or f"_mechinterp_test_{Path(path).stem}_{next(_counter)}"
         loaded.append(module_name)
-        spec.loader.exec_module(module)
-        return module
+        return import_file(path, module_name)
 
     yield load
     for module_name in loaded:
@@ -99,3 +94,14 @@ def load_solution(load_module_from_path):
     """``load_solution(lesson)``: the worked-solution module ``solutions/NN_slug.py``."""
     from mechinterp_edu.course import get_lesson
     return lambda lesson: load_module_from_path(get_lesson(lesson).solution_path)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run a module's tests with torch on one thread, restoring the count afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

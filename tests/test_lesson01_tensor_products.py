@@ -7,11 +7,10 @@ solutions: loops and explicit Kronecker products where the reference uses einsum
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 
 import pytest
+from support import import_file
 import torch
 
 from mechinterp_edu.course import get_lesson
@@ -27,31 +26,19 @@ EXTRA_SHAPES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: torch's thread pool only adds overhead (and spins on a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def sol():
-    return _load(LESSON.solution_path, "_lesson01_solutions")
+    return import_file(LESSON.solution_path, "_lesson01_solutions")
 
 
 @pytest.fixture(scope="module")
 def stub():
-    return _load(LESSON.exercise_path, "_lesson01_exercises")
+    return import_file(LESSON.exercise_path, "_lesson01_exercises")
 
 
 def _model_cases():

@@ -12,12 +12,11 @@ Truths from the model itself (hooks on a boot_native bridge or the trained check
 """
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 
 import numpy as np
 import pytest
+from support import import_file
 import torch
 
 from mechinterp_edu.course import get_lesson
@@ -33,31 +32,19 @@ SHAPES = {
 }
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny matrices: torch's thread pool only adds overhead (and spins on a shared CPU)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
 def sol():
-    return _load(LESSON.solution_path, "_lesson02_solutions")
+    return import_file(LESSON.solution_path, "_lesson02_solutions")
 
 
 @pytest.fixture(scope="module")
 def stub():
-    return _load(LESSON.exercise_path, "_lesson02_exercises")
+    return import_file(LESSON.exercise_path, "_lesson02_exercises")
 
 
 @pytest.fixture(scope="module")

@@ -8,13 +8,13 @@ lesson source, the live charts and the grader.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import inspect
 import io
 import itertools
 import math
 
 import pytest
+from support import import_file
 import sympy as sp
 import torch
 
@@ -26,15 +26,10 @@ LESSON = get_lesson(3)
 KEYS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")
 
 
-def _load(path, name):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
-SOL = _load(LESSON.solution_path, "solutions_03")
-STUBS = _load(LESSON.exercise_path, "exercises_03")
+SOL = import_file(LESSON.solution_path, "solutions_03")
+STUBS = import_file(LESSON.exercise_path, "exercises_03")
 
 
 @pytest.fixture(scope="module")
