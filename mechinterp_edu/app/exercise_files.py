@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import ast
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+
+from mechinterp_edu.atomic import write_atomically
 
 MAX_UPLOAD_BYTES = 1_000_000
 
@@ -91,17 +91,4 @@ def notebook_to_source(text: str, name: str = "notebook") -> str:
 
 def save_atomically(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` so that the old file survives any failure mid-write."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if path.exists():
-            os.chmod(tmp, path.stat().st_mode & 0o777)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_atomically(path, lambda fh: fh.write(text.encode("utf-8")))

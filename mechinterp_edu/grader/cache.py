@@ -22,11 +22,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
+
+from mechinterp_edu.atomic import write_atomically
 
 ENV_VAR = "MECHINTERP_EDU_GRADER_CACHE"
 FORMAT = 1
@@ -125,17 +126,7 @@ def store(folder: Path, key: str, specs, labels, infos, expected_metas, dtypes, 
                     pass
         for suffix, writer in ((".npz", lambda fh: np.savez(fh, **arrays)),
                                (".json", lambda fh: fh.write(json.dumps(meta).encode()))):
-            fd, tmp = tempfile.mkstemp(prefix=key, suffix=".tmp", dir=str(folder))
-            try:
-                with os.fdopen(fd, "wb") as fh:
-                    writer(fh)
-                os.replace(tmp, folder / f"{key}{suffix}")
-            except BaseException:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
-                raise
+            write_atomically(folder / f"{key}{suffix}", writer, durable=False)
         return True
     except (OSError, TypeError, ValueError):
         return False

@@ -24,13 +24,14 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 import time
 import warnings
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
+
+from mechinterp_edu.atomic import write_atomically
 
 ENV_VAR = "MECHINTERP_EDU_PROGRESS"
 FORMAT = "mechinterp-edu-progress"
@@ -206,27 +207,8 @@ def _locked(path: Path):
 
 
 def _atomic_write(path: Path, data: dict) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=str(path.parent))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(data, fh, indent=1, sort_keys=True)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:
-        dir_fd = os.open(str(path.parent), os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except OSError:
-        pass
+    text = json.dumps(data, indent=1, sort_keys=True)
+    write_atomically(path, lambda fh: fh.write(text.encode("utf-8")))
 
 
 def _move_aside(path: Path, why: str) -> Path:

@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from mechinterp_edu.atomic import write_atomically
 from mechinterp_edu.device import get_device
 
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
@@ -115,10 +116,7 @@ def save_checkpoint(spec: ModelSpec, result: TrainResult, path: Path | None = No
         "metrics": {k: float(v) for k, v in result.metrics.items()},
         "recipe": dict(result.recipe),
     }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-    return path
+    return write_atomically(path, lambda fh: torch.save(payload, fh))
 
 
 def read_checkpoint(name: str, path: Path | None = None) -> dict[str, Any]:
