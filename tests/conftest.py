@@ -2,8 +2,8 @@
 
 * Every test gets its own empty progress store (``MECHINTERP_EDU_PROGRESS`` points at a
   temporary file), so no test reads or writes ``~/.mechinterp_edu``.
-* ``load_module_from_path(path)`` imports an exercise or solution file as a fresh module;
-  ``load_exercise(lesson)`` / ``load_solution(lesson)`` do it by lesson number or slug.
+* Exercise and solution files are imported with ``support.import_file`` (a plain function,
+  so module-level code and module-scoped fixtures can use it too).
 * ``one_torch_thread`` (module scope): torch on one thread while a module's tests run, for
   modules of tiny matrices, where the thread pool only adds overhead on a shared CPU.
 * ``@pytest.mark.cuda`` tests skip cleanly (with the reason) when torch sees no GPU; the
@@ -11,14 +11,11 @@
 """
 from __future__ import annotations
 
-import itertools
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import pytest
-from support import import_file
 
 pytest_plugins = ["pytester"]
 
@@ -58,42 +55,6 @@ def cuda_device():
         pytest.skip(NO_GPU_REASON)
     import torch
     return torch.device("cuda")
-
-
-_counter = itertools.count()
-
-
-@pytest.fixture
-def load_module_from_path():
-    """Return ``load(path, name=None) -> module``: import a .py file as a fresh module.
-
-    Each call gives a new module object (a unique name in ``sys.modules`` while the test
-    runs, removed afterwards), so tests can load the same file twice independently.
-    """
-    loaded: list[str] = []
-
-    def load(path, name: str | None = None):
-        module_name = name or f"_mechinterp_test_{Path(path).stem}_{next(_counter)}"
-        loaded.append(module_name)
-        return import_file(path, module_name)
-
-    yield load
-    for module_name in loaded:
-        sys.modules.pop(module_name, None)
-
-
-@pytest.fixture
-def load_exercise(load_module_from_path):
-    """``load_exercise(lesson)``: the learner stub module ``exercises/NN_slug.py``."""
-    from mechinterp_edu.course import get_lesson
-    return lambda lesson: load_module_from_path(get_lesson(lesson).exercise_path)
-
-
-@pytest.fixture
-def load_solution(load_module_from_path):
-    """``load_solution(lesson)``: the worked-solution module ``solutions/NN_slug.py``."""
-    from mechinterp_edu.course import get_lesson
-    return lambda lesson: load_module_from_path(get_lesson(lesson).solution_path)
 
 
 @pytest.fixture(scope="module")
