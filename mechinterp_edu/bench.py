@@ -27,6 +27,7 @@ class BenchRow:
     baseline_name: Optional[str] = None
     baseline_seconds: Optional[float] = None
     note: str = ""
+    target_ratio: Optional[float] = None   # a speed target the issue set for this comparison
 
     @property
     def ratio(self) -> Optional[float]:
@@ -38,6 +39,9 @@ class BenchRow:
         text = f"{self.name}: {self.seconds:.3f} s"
         if self.baseline_seconds is not None:
             text += f" vs {self.baseline_name}: {self.baseline_seconds:.3f} s -> {self.ratio:.1f}x faster"
+        if self.target_ratio is not None and self.ratio is not None:
+            verdict = "met" if self.ratio >= self.target_ratio else "NOT met on this device"
+            text += f" [target >= {self.target_ratio:g}x: {verdict}]"
         if self.note:
             text += f"  ({self.note})"
         return text

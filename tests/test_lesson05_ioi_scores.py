@@ -65,7 +65,8 @@ def test_every_derivation_step_proves():
 
     mine = [d for d in all_derivations() if d.lesson == 5]
     assert {d.name for d in mine} >= {"ioi_scores.bilinear", "ioi_scores.layernorm", "ioi_scores.baseline",
-                                      "ioi_scores.projection", "ioi_scores.four_terms"}
+                                      "ioi_scores.projection", "ioi_scores.four_terms",
+                                      "ioi_scores.batched"}
     for derivation in mine:
         for result in check(derivation):
             assert result.passed, f"{derivation.name}:{result.step}: {result.detail}"
@@ -220,7 +221,7 @@ def test_every_chart_of_the_lesson_renders_on_the_toy():
                 item.to_dict()
             else:
                 assert isinstance(item, (str, dict, pd.DataFrame)), f"{name}: {type(item)}"
-    frame = compute("ioi_scores.sum_check", ctx)
+    (frame,) = [x for x in compute("ioi_scores.sum_check", ctx) if isinstance(x, pd.DataFrame)]
     assert frame["within 1e-4"].all() and len(frame) == 10
     verdicts = compute("ioi_scores.ln_recompute", ctx)[1]
     assert verdicts and not verdicts[0].passed

@@ -122,3 +122,14 @@ def test_wrong_python_gets_a_clear_message(tmp_path):
     assert proc.returncode == 2
     assert "lacks 'torch'" in proc.stderr and "make setup" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_bench_row_says_whether_its_target_is_met():
+    from mechinterp_edu.bench import BenchRow
+
+    met = BenchRow("fast way", 0.010, "loop", 0.250, target_ratio=20).render()
+    missed = BenchRow("fast way", 0.010, "loop", 0.150, target_ratio=20).render()
+    plain = BenchRow("fast way", 0.010, "loop", 0.150).render()
+    assert "25.0x faster" in met and "target >= 20x: met" in met
+    assert "15.0x faster" in missed and "NOT met" in missed
+    assert "target" not in plain

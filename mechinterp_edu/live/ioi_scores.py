@@ -25,6 +25,7 @@ import pandas as pd
 import torch
 
 from mechinterp_edu.charts import bar, heatmap, histogram
+from mechinterp_edu.live.inputs import InputProblem, with_setup_from
 from mechinterp_edu.live.registry import live_chart
 from mechinterp_edu.reference import ioi_data
 from mechinterp_edu.reference import ioi_scores as ref
@@ -76,6 +77,7 @@ class Setup:
     layer: int
     head: int
     target: str
+    notes: tuple[str, ...] = ()   # shown above each chart (none here: the GPT-2 note is in the header)
 
 
 def _int(ctx, key, default, lo, hi) -> int:
@@ -96,8 +98,8 @@ def _params(ctx: dict[str, Any]) -> tuple[str, str, str, int, int, str]:
             _int(ctx, "seed", 0, 0, 10**6), split)
 
 
-class HeadChoiceError(ValueError):
-    pass
+class HeadChoiceError(InputProblem):
+    """The head control names no head of the model; the message says how to write one."""
 
 
 def _parse_head(text: str, model, cache, batch, target) -> tuple[int, int]:
@@ -142,15 +144,17 @@ def _setup(model_name: str, head_text: str, target: str, n: int, seed: int, spli
     batch = batch.to(cache["hook_embed"].device)
     layer, head = _parse_head(head_text, model, cache, batch, target)
     inp = ref.gather_head_inputs(model, batch, layer, head, target=target, baseline="S1", cache=cache)
+    grids = ref.score_grids(inp)
     return Setup(model, label, note, batch, cache, inp, ref.decompose_all(inp),
-                 ref.score_grid(inp, baseline=False), ref.score_grid(inp, baseline=True), layer, head, target)
+                 grids["grid_raw"], grids["grid_base"], layer, head, target)
 
 
-def _get(ctx: dict[str, Any]) -> tuple[Optional[Setup], str]:
-    try:
-        return _setup(*_params(ctx)), ""
-    except HeadChoiceError as exc:
-        return None, str(exc)
+def setup(ctx: dict[str, Any]) -> Setup:
+    """The page's controls -> one cached forward pass and every decomposition of the chosen head."""
+    return _setup(*_params(ctx))
+
+
+with_setup = with_setup_from(setup)
 
 
 def _header(s: Setup) -> str:
@@ -196,10 +200,8 @@ def _mean(x: torch.Tensor) -> torch.Tensor:
 @live_chart("ioi_scores.model_status", "Model, head and prompts",
             "Which model the page uses (GPT-2 small only when its weights can be reached) and how "
             "well the toy model does the task.")
-def model_status(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def model_status(s: Setup):
     out: list[Any] = [_header(s)]
     metrics = dict(getattr(s.model, "zoo_metrics", {}) or {})
     if metrics:
@@ -212,10 +214,8 @@ def model_status(ctx: dict[str, Any]):
 @live_chart("ioi_scores.prompts", "IOI prompts with their word positions",
             "The first prompts of the batch, with the positions of IO, S1, S2 and END "
             "(<bos> is position 0).")
-def prompts(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def prompts(s: Setup):
     frame = pd.DataFrame(ioi_data.prompt_table(s.batch, limit=8))
     with torch.no_grad():
         logits = s.model(s.batch.tokens)[:, -1] if getattr(s.model, "ioi_vocab", None) else None
@@ -226,10 +226,8 @@ def prompts(ctx: dict[str, Any]):
 
 @live_chart("ioi_scores.attention_to_names", "Where END attends, head by head",
             "Mean attention probability from END to IO, S1 and S2 for every head.")
-def attention_to_names(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def attention_to_names(s: Setup):
     rows = torch.arange(len(s.batch), device=s.batch.tokens.device)
     cfg = s.model.cfg
     charts = []
@@ -249,10 +247,8 @@ def attention_to_names(ctx: dict[str, Any]):
             "For every query-side component at END: the fraction of its squared norm along W_U[IO], "
             "along W_U[IO] and W_U[S] together, the chance level k/d, and the wrong statistic "
             "(mean |cos|)^2 for comparison.")
-def projections(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def projections(s: Setup):
     inp = s.inp
     d = inp.u.shape[-1]
     both = torch.stack([inp.u, inp.u_s], 1)
@@ -275,10 +271,8 @@ def projections(ctx: dict[str, Any]):
 
 @live_chart("ioi_scores.linear_maps", "The score as a linear function, checked",
             "x . map + bias against the model's own score, with the other side frozen.")
-def linear_maps(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def linear_maps(s: Setup):
     inp = s.inp
     real = inp.real_score()
     m_k, b_k = ref.score_linear_in_keys(inp.q, inp.W_K, inp.b_K, inp.scale_k)
@@ -298,13 +292,11 @@ def linear_maps(ctx: dict[str, Any]):
 @live_chart("ioi_scores.ln_recompute", "Frozen LayerNorm scale vs LayerNorm recomputed per component",
             "The key-side decomposition summed two ways, against the model's score; and the sympy "
             "verdict on the tempting false identity.")
-def ln_recompute(ctx: dict[str, Any]):
+@with_setup
+def ln_recompute(s: Setup):
     from mechinterp_edu.derivations.framework import Derivation, check_step
     from mechinterp_edu.derivations.ioi_scores import FALSE_STEPS
 
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
     inp = s.inp
     real = inp.real_score()
     frozen = ref.key_side(inp).sum(-1)
@@ -339,26 +331,24 @@ def _decomposition(s: Setup, key: str, side: str) -> list[Any]:
 
 @live_chart("ioi_scores.key_decomposition", "Key-side decomposition, with and without the baseline",
             "Mean contribution of each key-side component (query frozen). Same colour scale for both.")
-def key_decomposition(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    return problem if s is None else _decomposition(s, "keys", "key")
+@with_setup
+def key_decomposition(s: Setup):
+    return _decomposition(s, "keys", "key")
 
 
 @live_chart("ioi_scores.query_decomposition", "Query-side decomposition, with and without the baseline",
             "Mean contribution of each query-side component (key frozen; with the baseline the key is "
             "k_target - k_S1).")
-def query_decomposition(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    return problem if s is None else _decomposition(s, "queries", "query")
+@with_setup
+def query_decomposition(s: Setup):
+    return _decomposition(s, "queries", "query")
 
 
 @live_chart("ioi_scores.substitute_unembed", "Key side with W_U[IO] substituted for the query",
             "The query recomputed as if W_U[IO] were the whole residual stream at END, against the "
             "real keys, decomposed by key component.")
-def substitute_unembed(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def substitute_unembed(s: Setup):
     inp = s.inp
     q_sub = ref.substituted_query(inp, inp.u)
     raw = _mean(ref.key_side(inp, False, q=q_sub))
@@ -374,10 +364,8 @@ def substitute_unembed(ctx: dict[str, Any]):
 @live_chart("ioi_scores.four_terms", "Four terms: q along W_U[IO] and k along MLP0",
             "The net (target - S1) score split by q ∥/⊥ W_U[IO] and k ∥/⊥ the MLP0 output at the key's "
             "own position, per key component and per query component, with each term's share.")
-def four_terms(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def four_terms(s: Setup):
     fk = s.parts["four_keys_base"]          # [b, 4, n+1]
     fq = s.parts["four_queries_base"]
     totals = fk.sum(-1)                      # [b, 4]
@@ -400,10 +388,8 @@ def four_terms(ctx: dict[str, Any]):
 @live_chart("ioi_scores.grid", "Every query component against every key component",
             "Mean contribution of each (query component, key component) pair to the net "
             "(target - S1) score; the bias row and column included. The grid sums to the score.")
-def grid(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def grid(s: Setup):
     g = _mean(s.grid_base)
     labels = s.inp.labels
     return [_header(s), {"sum of the grid (mean)": float(g.sum()),
@@ -417,10 +403,8 @@ def grid(ctx: dict[str, Any]):
 @live_chart("ioi_scores.histograms", "Swap one side: scores and probabilities",
             "One side frozen, the other replaced by each candidate vector (treated as the whole "
             "residual stream, LayerNorm recomputed on it).")
-def histograms(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def histograms(s: Setup):
     inp = s.inp
     q_side = s.parts["queries_base"].mean(0)[:-1]
     heads = [i for i, k in enumerate(inp.kinds) if k == "head"]
@@ -441,10 +425,8 @@ def histograms(ctx: dict[str, Any]):
 @live_chart("ioi_scores.sum_check", "Does every decomposition add up?",
             "For each decomposition on this page: the largest |sum of its terms - the model's score|, "
             "with the score computed from hook_q and hook_k.")
-def sum_check(ctx: dict[str, Any]):
-    s, problem = _get(ctx)
-    if s is None:
-        return problem
+@with_setup
+def sum_check(s: Setup):
     totals = ref.expected_totals(s.inp)
     parts = dict(s.parts, grid_raw=s.grid_raw, grid_base=s.grid_base)
     rows = []
