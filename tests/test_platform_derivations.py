@@ -184,3 +184,13 @@ def test_each_lesson_registers_a_derivation(lesson):
         names = [s.name for s in derivation.steps]
         assert names and len(names) == len(set(names)), f"{derivation.name}: step names must be unique"
         assert all(s.statement.strip() for s in derivation.steps), f"{derivation.name}: empty statement"
+
+
+def test_statements_hold_no_control_characters():
+    """A LaTeX statement typed without r"..." turns \\frac into a form feed and \\alpha into a bell;
+    KaTeX then shows a parse error on the page. Catch it here, with the step's name."""
+    from mechinterp_edu.derivations import all_derivations
+
+    bad = [f"{d.name}:{s.name}" for d in all_derivations() for s in d.steps
+           if any(ord(ch) < 32 for ch in s.statement + s.explanation)]
+    assert not bad, f"control characters in: {bad}"

@@ -410,25 +410,25 @@ register(Derivation(
              explanation="Projection is linear: the whole query's parallel part is a_q û with "
                          "a_q = the sum over components of c_j . û."),
         Step("image_of_parallel",
-             r"\mathrm{LN}^*\Big(	frac{c\cdot u}{u\cdot u}u\Big)W_Q = 	frac{c\cdot u}{u\cdot u}\,\mathrm{LN}^*(u)W_Q",
+             r"\mathrm{LN}^*\Big(\tfrac{c\cdot u}{u\cdot u}u\Big)W_Q = \tfrac{c\cdot u}{u\cdot u}\,\mathrm{LN}^*(u)W_Q",
              lambda: _image_of_parallel()[0], lambda: _image_of_parallel()[1], method="matrix",
              explanation="A parallel part needs only its coefficient: its image is that coefficient "
                          "times one image of the direction, computed once per prompt."),
         Step("pullback",
-             r"\mathrm{LN}^*(c)\,W_K\cdot f = c\cdotrac{P W_K f^	op}{s}",
+             r"\mathrm{LN}^*(c)\,W_K\cdot f = c\cdot\frac{P W_K f^\top}{s}",
              lambda: _pullback_of_a_key()[0], lambda: _pullback_of_a_key()[1], method="matrix",
              explanation="Any frozen d_head vector f becomes one vector on d_model, so a component's "
                          "term is a single dot product with the raw component."),
         Step("q_perp_k_par",
-             r"(q - a\,\mathrm{img}_u)\cdot(lpha\,\mathrm{img}_t) = lpha\,(\mathrm{img}_t\cdot q"
+             r"(q - a\,\mathrm{img}_u)\cdot(\alpha\,\mathrm{img}_t) = \alpha\,(\mathrm{img}_t\cdot q"
              r" - a\,\mathrm{img}_t\cdot\mathrm{img}_u)",
              lambda: _q_perp_k_par()[0], lambda: _q_perp_k_par()[1], method="matrix"),
         Step("q_par_k_perp",
-             r"a\,\mathrm{img}_u\cdot(k_j - lpha\,\mathrm{img}_t) = a\,\mathrm{img}_u\cdot k_j"
-             r" - a\,lpha\,\mathrm{img}_t\cdot\mathrm{img}_u",
+             r"a\,\mathrm{img}_u\cdot(k_j - \alpha\,\mathrm{img}_t) = a\,\mathrm{img}_u\cdot k_j"
+             r" - a\,\alpha\,\mathrm{img}_t\cdot\mathrm{img}_u",
              lambda: _q_par_k_perp()[0], lambda: _q_par_k_perp()[1], method="matrix"),
         Step("q_perp_k_perp",
-             r"q_\perp\cdot k_{j\perp} = q\cdot k_j - a\,\mathrm{img}_u\cdot k_j - lpha\,(\mathrm{img}_t\cdot q"
+             r"q_\perp\cdot k_{j\perp} = q\cdot k_j - a\,\mathrm{img}_u\cdot k_j - \alpha\,(\mathrm{img}_t\cdot q"
              r" - a\,\mathrm{img}_t\cdot\mathrm{img}_u)",
              lambda: _q_perp_k_perp()[0], lambda: _q_perp_k_perp()[1], method="matrix",
              explanation="So each of the four terms of key component j is a per-prompt combination of "
