@@ -36,15 +36,20 @@ class BenchRow:
         return self.baseline_seconds / self.seconds
 
     def render(self) -> str:
-        text = f"{self.name}: {self.seconds:.3f} s"
+        text = f"{self.name}: {seconds_text(self.seconds)}"
         if self.baseline_seconds is not None:
-            text += f" vs {self.baseline_name}: {self.baseline_seconds:.3f} s -> {self.ratio:.1f}x faster"
+            text += f" vs {self.baseline_name}: {seconds_text(self.baseline_seconds)} -> {self.ratio:.1f}x faster"
         if self.target_ratio is not None and self.ratio is not None:
             verdict = "met" if self.ratio >= self.target_ratio else "NOT met on this device"
             text += f" [target >= {self.target_ratio:g}x: {verdict}]"
         if self.note:
             text += f"  ({self.note})"
         return text
+
+
+def seconds_text(seconds: float) -> str:
+    """Three significant figures, so a 1 ms timing does not print as 0.001 s: '0.0118 s', '114 s'."""
+    return f"{seconds:.3g} s"
 
 
 def timed(fn: Callable[[], object], repeat: int = 1, sync: Callable[[], None] | None = None) -> float:

@@ -133,3 +133,10 @@ def test_bench_row_says_whether_its_target_is_met():
     assert "25.0x faster" in met and "target >= 20x: met" in met
     assert "15.0x faster" in missed and "NOT met" in missed
     assert "target" not in plain
+
+
+def test_bench_times_keep_three_significant_figures():
+    from mechinterp_edu.bench import BenchRow
+
+    text = BenchRow("fast way", 0.00118, "loop", 0.0213).render()
+    assert "0.00118 s" in text and "0.0213 s" in text and "18.1x faster" in text

@@ -735,7 +735,8 @@ def bench(quick: bool = False):
             f"head {layer}.{head}, {n_prompts} prompts x {inp.n + 1} components",
             lambda: decompose_all(inp), lambda: decompose_all_loop(inp), forward, sync, inp,
             # The 20x target is for GPT-2 small's size; the toy has only 14 components.
-            target=20.0 if sizes is not None else None, floor=_read_once_seconds(inp, sync))
+            target=20.0 if sizes is not None else None,
+            floor=_read_once_seconds(inp, sync) if sizes is not None else None)
         rows += _bench_pair(
             f"{name}: full query x key grid ({inp.n + 1} x {inp.n + 1}), with and without baseline",
             lambda: score_grids(inp),
@@ -754,7 +755,7 @@ def _read_once_seconds(inp: HeadScoreInputs, sync) -> float:
 
 
 def _bench_pair(label, fast_fn, slow_fn, forward, sync, inp, target=None, floor=None):
-    from mechinterp_edu.bench import BenchRow, timed
+    from mechinterp_edu.bench import BenchRow, seconds_text, timed
 
     fast_fn()  # warm-up (first-call dispatch overhead)
     fast = slow = float("inf")
@@ -764,8 +765,8 @@ def _bench_pair(label, fast_fn, slow_fn, forward, sync, inp, target=None, floor=
     a, b = fast_fn(), slow_fn()
     agree = max(float((a[k] - b[k]).abs().max()) for k in a)
     err = max_sum_error(inp, a)
-    note = (f"{fast / forward:.3f}x the time of one forward pass with cache ({forward:.3f} s); "
+    note = (f"{fast / forward:.3g}x the time of one forward pass with cache ({seconds_text(forward)}); "
             f"loop and vectorised agree to {agree:.1e}; max |sum - real score| {err:.1e}")
     if floor is not None:
-        note += f"; reading the three component tensors once takes {floor:.4f} s"
+        note += f"; reading the three component tensors once takes {seconds_text(floor)}"
     return [BenchRow(label, fast, "per-component loop", slow, note=note, target_ratio=target)]
