@@ -152,3 +152,30 @@ def test_cuda_marker_skips_cleanly_without_gpu(pytester):
     else:
         result.assert_outcomes(skipped=2)
         result.stdout.fnmatch_lines(["*needs a CUDA GPU*"])
+
+
+def _ioi_decomposition_on(device):
+    """Lesson 5's batched decomposition of the toy's last-layer head 0, computed on ``device``:
+    (every part moved to the CPU, the largest |sum - real score| on that device)."""
+    from mechinterp_edu.models.ioi import load
+    from mechinterp_edu.reference import ioi_scores as ref
+    from mechinterp_edu.reference.ioi_data import WordVocab, build_vocab, encode_prompts, sample_prompts
+
+    model = load(device=device)
+    batch = encode_prompts(sample_prompts(16, "test", seed=0), WordVocab(build_vocab())).to(device)
+    cache = ref.run_with_cache(model, batch.tokens)
+    inp = ref.gather_head_inputs(model, batch, model.cfg.n_layers - 1, 0, cache=cache)
+    parts = dict(ref.decompose_all(inp), **ref.score_grids(inp))
+    assert all(v.device.type == torch.device(device).type for v in parts.values())
+    return {k: v.cpu() for k, v in parts.items()}, ref.max_sum_error(inp, parts)
+
+
+@pytest.mark.cuda
+def test_cpu_and_cuda_agree_on_the_ioi_decomposition(cuda_device):
+    """Lesson 5 runs on the GPU: the decompositions add up there too, and match the CPU's."""
+    on_cpu, cpu_err = _ioi_decomposition_on("cpu")
+    on_gpu, gpu_err = _ioi_decomposition_on(cuda_device)
+    assert cpu_err < 1e-4 and gpu_err < 1e-4, (cpu_err, gpu_err)
+    for key, expected in on_cpu.items():
+        torch.testing.assert_close(on_gpu[key], expected, rtol=1e-3, atol=1e-3,
+                                   msg=lambda m, key=key: f"{key}: CPU and CUDA differ: {m}")
