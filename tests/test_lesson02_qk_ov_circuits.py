@@ -302,31 +302,16 @@ def test_deliberately_false_steps_fail(index):
 
 
 # --------------------------------------------------------------------------- lesson source
-def test_lesson_source_parses_and_references_resolve():
-    import mechinterp_edu.derivations.circuits  # noqa: F401
-    import mechinterp_edu.live.circuits  # noqa: F401
-    from mechinterp_edu.derivations import get_derivation
+def test_lesson_source_is_this_lesson_with_its_exercises():
+    """What is particular to lesson 2; reference resolution, shown steps and controls are checked
+    for every lesson in test_platform_lessons.py."""
     from mechinterp_edu.grader.spec import exercises_for
     from mechinterp_edu.lesson_source import load_lesson
-    from mechinterp_edu.live import get_chart
 
     lesson = load_lesson(2)
     assert lesson.title == LESSON.title
-    for name_ in lesson.refs("derivation"):
-        name, _, step = name_.partition(":")
-        derivation = get_derivation(name)
-        assert derivation.lesson == 2
-        if step:
-            derivation.step(step)
-    for chart in lesson.refs("chart"):
-        assert get_chart(chart).name.startswith("circuits.")
     assert set(lesson.refs("exercise")) == {ex.name for ex in exercises_for(2)} == {
         "full_qk_circuit", "full_ov_circuit", "positional_qk", "copying_score"}
-    whole = {r for r in lesson.refs("derivation") if ":" not in r}
-    steps = {tuple(r.split(":")) for r in lesson.refs("derivation") if ":" in r}
-    unshown = [f"{d.name}:{s.name}" for d in _lesson_derivations() for s in d.steps
-               if d.name not in whole and (d.name, s.name) not in steps]
-    assert not unshown, unshown
 
 
 def test_lesson_code_cells_run_in_order(capsys):
