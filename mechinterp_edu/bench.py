@@ -14,8 +14,8 @@ from typing import Callable, Optional
 from mechinterp_edu.device import describe_device
 
 PROVIDERS: tuple[str, ...] = (
-    "mechinterp_edu.reference.max_of_k",      # brute-force accuracy over 64^4 inputs
-    "mechinterp_edu.reference.ioi_scores",    # vectorised decomposition vs per-component loop
+    "mechinterp_edu.lessons.max_of_k.reference",      # brute-force accuracy over 64^4 inputs
+    "mechinterp_edu.lessons.ioi_scores.reference",    # vectorised decomposition vs per-component loop
     "mechinterp_edu.grader.bench",            # grading time per lesson and for all lessons
 )
 

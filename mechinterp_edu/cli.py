@@ -90,16 +90,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _derivations_command(args) -> int:
-    from mechinterp_edu.course import LESSONS, get_lesson
+    from mechinterp_edu.course import get_lesson, parts
     from mechinterp_edu.derivations import all_derivations, check
 
-    wanted = get_lesson(args.lesson).number if args.lesson else None
+    derivations = parts(get_lesson(args.lesson), "derivations") if args.lesson else all_derivations()
     failed = 0
     total = 0
-    for derivation in all_derivations():
-        lesson_ok = wanted is None or derivation.lesson == wanted
-        if not lesson_ok:
-            continue
+    for derivation in derivations:
         print(f"{derivation.name}: {derivation.title}")
         for result in check(derivation):
             total += 1
@@ -107,5 +104,4 @@ def _derivations_command(args) -> int:
             failed += not result.passed
             print(f"  [{mark}] {result.step}: {result.detail} ({result.seconds:.2f}s)")
     print(f"{total - failed} of {total} steps proven.")
-    del LESSONS
     return 1 if failed else 0

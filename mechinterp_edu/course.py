@@ -1,86 +1,133 @@
-"""The course map: the five lessons and where each lesson's parts live.
+"""The course map: the lessons, in order, and where each lesson's parts live.
 
-Everything that needs "all lessons" (app, notebooks, grader, tests) reads this
-table, so adding a lesson means adding one row here.
+A lesson is one row ``Lesson(number, slug, title)``. Its text, exercise file and worked
+solution are ``lessons/NN_<slug>.md``, ``exercises/NN_<slug>.py`` and
+``solutions/NN_<slug>.py``; its code is the package ``mechinterp_edu.lessons.<slug>``,
+whose parts are found by convention:
+
+    reference.py    fast batched reference implementation
+    derivations.py  DERIVATIONS  (sympy derivations, ``Derivation``)
+    grading.py      EXERCISES    (graded exercises, ``Exercise``)
+    charts.py       CHARTS       (live charts, ``LiveChart``)
+    model.py        MODELS       (model-zoo recipes, ``ModelSpec``; only lessons that build a model)
+
+Engines (app, notebooks, grader, model zoo, CLI) read these lists through :func:`parts`
+and never import a lesson package any other way. :func:`override` swaps the lesson list
+(tests use it to add a fixture lesson).
 """
 from __future__ import annotations
 
+import importlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable, Iterator, TypeVar
 
 ROOT = Path(__file__).resolve().parent.parent
 LESSONS_DIR = ROOT / "lessons"
 EXERCISES_DIR = ROOT / "exercises"
 SOLUTIONS_DIR = ROOT / "solutions"
 
+# part module -> the module-level list it defines
+PART_LISTS = {"derivations": "DERIVATIONS", "grading": "EXERCISES", "charts": "CHARTS", "model": "MODELS"}
+
+T = TypeVar("T")
+
 
 @dataclass(frozen=True)
-class LessonInfo:
+class Lesson:
     number: int
-    slug: str           # file stem without the number: lessons/01_<slug>.md
+    slug: str           # file stem without the number (lessons/01_<slug>.md) and the package name
     title: str
-    models: tuple[str, ...]   # model-zoo names the lesson uses
-    reference: str      # module with the fast reference implementation
-    derivations: str    # module registering the sympy derivation(s)
-    grading: str        # module registering the graded exercises
-    live: str           # module registering the live charts / steps
+    models: tuple[str, ...] = ()   # model-zoo names the lesson loads (the app loads them up front)
+    package: str = ""   # default: mechinterp_edu.lessons.<slug>
+    root: Path | None = None   # folder holding lessons/, exercises/, solutions/ (default: the repository)
 
     @property
     def stem(self) -> str:
         return f"{self.number:02d}_{self.slug}"
 
     @property
+    def module(self) -> str:
+        return self.package or f"mechinterp_edu.lessons.{self.slug}"
+
+    @property
+    def reference(self) -> str:
+        return f"{self.module}.reference"
+
+    @property
+    def grading(self) -> str:
+        return f"{self.module}.grading"
+
+    @property
     def source_path(self) -> Path:
-        return LESSONS_DIR / f"{self.stem}.md"
+        return (self.root / "lessons" if self.root else LESSONS_DIR) / f"{self.stem}.md"
 
     @property
     def exercise_path(self) -> Path:
-        return EXERCISES_DIR / f"{self.stem}.py"
+        return (self.root / "exercises" if self.root else EXERCISES_DIR) / f"{self.stem}.py"
 
     @property
     def solution_path(self) -> Path:
-        return SOLUTIONS_DIR / f"{self.stem}.py"
+        return (self.root / "solutions" if self.root else SOLUTIONS_DIR) / f"{self.stem}.py"
+
+    def part(self, name: str):
+        """The lesson's ``name`` module, or None when the lesson has none."""
+        full = f"{self.module}.{name}"
+        try:
+            return importlib.import_module(full)
+        except ModuleNotFoundError as exc:
+            if exc.name in (full, self.module):
+                return None
+            raise
 
 
-LESSONS: tuple[LessonInfo, ...] = (
-    LessonInfo(1, "tensor_products", "A one-layer transformer as tensor products",
-               ("skip_trigrams",),
-               "mechinterp_edu.reference.tensor_products",
-               "mechinterp_edu.derivations.tensor_products",
-               "mechinterp_edu.grader.specs.tensor_products",
-               "mechinterp_edu.live.tensor_products"),
-    LessonInfo(2, "qk_ov_circuits", "QK and OV circuits",
-               ("skip_trigrams",),
-               "mechinterp_edu.reference.circuits",
-               "mechinterp_edu.derivations.circuits",
-               "mechinterp_edu.grader.specs.circuits",
-               "mechinterp_edu.live.circuits"),
-    LessonInfo(3, "skip_trigrams", "Skip-trigrams, planted and recovered",
-               ("skip_trigrams",),
-               "mechinterp_edu.reference.skip_trigrams",
-               "mechinterp_edu.derivations.skip_trigrams",
-               "mechinterp_edu.grader.specs.skip_trigrams",
-               "mechinterp_edu.live.skip_trigrams"),
-    LessonInfo(4, "max_of_k", "Circuits of a max-of-K model (compact proofs)",
-               ("max_of_4",),
-               "mechinterp_edu.reference.max_of_k",
-               "mechinterp_edu.derivations.max_of_k",
-               "mechinterp_edu.grader.specs.max_of_k",
-               "mechinterp_edu.live.max_of_k"),
-    LessonInfo(5, "ioi_scores", "IO/S1 decomposition of attention scores",
-               ("ioi_small",),
-               "mechinterp_edu.reference.ioi_scores",
-               "mechinterp_edu.derivations.ioi_scores",
-               "mechinterp_edu.grader.specs.ioi_scores",
-               "mechinterp_edu.live.ioi_scores"),
+LessonInfo = Lesson  # older name
+
+LESSONS: tuple[Lesson, ...] = (
+    Lesson(1, "tensor_products", "A one-layer transformer as tensor products", ("skip_trigrams",)),
+    Lesson(2, "qk_ov_circuits", "QK and OV circuits", ("skip_trigrams",)),
+    Lesson(3, "skip_trigrams", "Skip-trigrams, planted and recovered", ("skip_trigrams",)),
+    Lesson(4, "max_of_k", "Circuits of a max-of-K model (compact proofs)", ("max_of_4",)),
+    Lesson(5, "ioi_scores", "IO/S1 decomposition of attention scores", ("ioi_small",)),
 )
+
+
+def parts(lesson: Lesson, name: str) -> list[Any]:
+    """The items a lesson's ``name`` module lists (``name`` is a key of PART_LISTS)."""
+    module = lesson.part(name)
+    return list(getattr(module, PART_LISTS[name], ())) if module is not None else []
+
+
+def all_parts(name: str) -> list[Any]:
+    """Every lesson's items of one kind, in course order."""
+    return [item for lesson in LESSONS for item in parts(lesson, name)]
+
+
+def collector(items: list[T]) -> Callable[[T], T]:
+    """``register = collector(EXERCISES)``: append an item to a lesson's list and return it."""
+    def add(item: T) -> T:
+        items.append(item)
+        return item
+    return add
+
+
+@contextmanager
+def override(lessons: tuple[Lesson, ...]) -> Iterator[None]:
+    """Use another lesson list for the duration (e.g. the real course plus a fixture lesson)."""
+    global LESSONS
+    saved, LESSONS = LESSONS, tuple(lessons)
+    try:
+        yield
+    finally:
+        LESSONS = saved
 
 
 class UnknownLessonError(LookupError):
     pass
 
 
-def get_lesson(key: int | str) -> LessonInfo:
+def get_lesson(key: int | str) -> Lesson:
     """Find a lesson by number (1, "1", "01"), slug or stem ("01_tensor_products")."""
     text = str(key).strip()
     for lesson in LESSONS:

@@ -335,7 +335,6 @@ def show_derivation(name: str, step: str | None = None) -> None:
 
     from mechinterp_edu.derivations import check, check_step, get_derivation
 
-    _import_lesson_module(name, "derivations")
     derivation = get_derivation(name)
     results = [check_step(derivation, derivation.step(step))] if step else check(derivation)
     # Rich front ends show the markdown (LaTeX statement + verdict); plain text shows
@@ -393,24 +392,8 @@ def show_live(name: str, ctx: dict[str, Any] | None = None) -> None:
 
     from mechinterp_edu.live import compute, get_chart
 
-    _import_lesson_module(name, "live")
     display(Markdown(f"**{get_chart(name).title}**"))
     display_live_output(compute(name, dict(ctx or {})))
-
-
-def _import_lesson_module(name: str, kind: str) -> None:
-    """Import the module that registers ``name`` ("<module>.<name>") directly, so one
-    lesson's notebook does not depend on every other lesson's modules importing."""
-    import importlib
-
-    from mechinterp_edu.course import LESSONS
-
-    prefix = name.split(".", 1)[0]
-    for info in LESSONS:
-        module = getattr(info, kind)
-        if module.rsplit(".", 1)[-1] == prefix:
-            importlib.import_module(module)
-            return
 
 
 def _is_step_result(obj: Any) -> bool:

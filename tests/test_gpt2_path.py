@@ -19,8 +19,8 @@ import pytest
 import torch
 
 from mechinterp_edu.models import gpt2
-from mechinterp_edu.reference import ioi_scores as ref
-from mechinterp_edu.reference.ioi_data import WordVocab, build_vocab, encode_prompts, sample_prompts
+from mechinterp_edu.lessons.ioi_scores import reference as ref
+from mechinterp_edu.lessons.ioi_scores.data import WordVocab, build_vocab, encode_prompts, sample_prompts
 
 SIZES = dict(n_layers=3, n_heads=4, d_model=32, d_vocab=len(build_vocab()), n_ctx=20)
 
@@ -140,7 +140,7 @@ def test_boot_is_attempted_offline_when_weights_seem_cached(monkeypatch):
 
 
 def test_lesson_falls_back_to_the_toy_with_the_sentence(monkeypatch):
-    from mechinterp_edu.live import ioi_scores as live
+    from mechinterp_edu.lessons.ioi_scores import charts as live
 
     monkeypatch.delenv(gpt2.ALLOW_DOWNLOAD_ENV, raising=False)
     gpt2._GPT2_CACHE.clear()

@@ -19,10 +19,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from mechinterp_edu.models import ioi_forward
+from mechinterp_edu.lessons.ioi_scores import forward as ioi_forward
 from mechinterp_edu.models.zoo import read_checkpoint
-from mechinterp_edu.reference import ioi_scores as ref
-from mechinterp_edu.reference.ioi_data import encode_prompts, sample_prompts
+from mechinterp_edu.lessons.ioi_scores import reference as ref
+from mechinterp_edu.lessons.ioi_scores.data import encode_prompts, sample_prompts
 
 REPO = Path(__file__).resolve().parent.parent
 DTYPES = (torch.float32, torch.float64)
@@ -31,7 +31,7 @@ WEIGHTS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O", "b_O
 
 
 def _bridge(dtype):
-    from mechinterp_edu.models.ioi import load
+    from mechinterp_edu.lessons.ioi_scores.model import load
     with contextlib.redirect_stdout(io.StringIO()):
         return load(device="cpu", dtype=dtype)
 
@@ -116,7 +116,7 @@ def _toy_cases(spec, source, monkeypatch):
 
 
 def test_grading_cases_equal_the_ones_built_on_the_bridge(monkeypatch):
-    import mechinterp_edu.grader.specs.ioi_scores as spec
+    import mechinterp_edu.lessons.ioi_scores.grading as spec
 
     ours = _toy_cases(spec, lambda dtype: ioi_forward.load(dtype), monkeypatch)
     theirs = _toy_cases(spec, _bridge, monkeypatch)
@@ -161,7 +161,7 @@ def test_grading_imports_no_transformers_and_grades_as_before():
     code = (
         "import json, sys\n"
         "from mechinterp_edu.grader.grade import grade_file\n"
-        "import mechinterp_edu.grader.specs.ioi_scores as spec\n"
+        "import mechinterp_edu.lessons.ioi_scores.grading as spec\n"
         "labels = [label for label, _, _ in spec.setups()]\n"
         "sol = grade_file('solutions/05_ioi_scores.py', sandbox=False)\n"
         "stub = grade_file('exercises/05_ioi_scores.py', sandbox=False)\n"
@@ -207,7 +207,7 @@ def test_an_unexpected_checkpoint_is_refused(tmp_path, edit, match):
 
 
 def test_the_spec_falls_back_to_the_bridge_and_says_so(monkeypatch, forwards):
-    import mechinterp_edu.grader.specs.ioi_scores as spec
+    import mechinterp_edu.lessons.ioi_scores.grading as spec
 
     def refuse(dtype=torch.float32, path=None):
         raise ioi_forward.UnsupportedCheckpoint("test: pretend the checkpoint is not folded")

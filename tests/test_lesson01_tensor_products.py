@@ -14,7 +14,7 @@ from support import import_file
 import torch
 
 from mechinterp_edu.course import get_lesson
-from mechinterp_edu.reference import tensor_products as ref
+from mechinterp_edu.lessons.tensor_products import reference as ref
 
 LESSON = get_lesson(1)
 TOL = 1e-6                    # float64 relative error bound from the issue
@@ -236,13 +236,13 @@ def test_tensor_product_matrix_reference_vs_solution(random_models, sol):
 
 # --------------------------------------------------------------------------- derivations
 def _lesson_derivations():
-    import mechinterp_edu.derivations.tensor_products  # noqa: F401  (registers lesson 1's derivations)
+    import mechinterp_edu.lessons.tensor_products.derivations  # noqa: F401  (registers lesson 1's derivations)
     from mechinterp_edu.derivations import framework
-    return [d for d in framework._REGISTRY.values() if d.lesson == 1]
+    return [d for d in framework.all_derivations() if d.lesson == 1]
 
 
 def test_every_derivation_step_proves():
-    from mechinterp_edu.live.tensor_products import DERIVATIONS, _verdicts
+    from mechinterp_edu.lessons.tensor_products.charts import DERIVATIONS, _verdicts
     derivations = _lesson_derivations()
     assert {d.name for d in derivations} == set(DERIVATIONS)
     verdicts = _verdicts()          # framework.check over every step (cached: the live chart shows them)
@@ -254,7 +254,7 @@ def test_every_derivation_step_proves():
 def _false_steps():
     import sympy as sp
 
-    from mechinterp_edu.derivations import tensor_products as D
+    from mechinterp_edu.lessons.tensor_products import derivations as D
     from mechinterp_edu.derivations.framework import Step, symbolic_matrix
 
     A, X, W = symbolic_matrix("A", 2, 3), symbolic_matrix("x", 3, 2), symbolic_matrix("W", 2, 2)
@@ -341,12 +341,12 @@ def _check_output(out):
 
 
 def test_every_live_chart_runs_on_defaults_and_other_models():
-    import mechinterp_edu.live.tensor_products  # noqa: F401  (registers lesson 1's charts)
+    import mechinterp_edu.lessons.tensor_products.charts  # noqa: F401  (registers lesson 1's charts)
     from mechinterp_edu.lesson_source import load_lesson
     from mechinterp_edu.live import registry
     from mechinterp_edu.live.registry import compute
 
-    names = [name for name in registry._REGISTRY if name.startswith("tensor_products.")]
+    names = [name for name in (c.name for c in registry.all_charts()) if name.startswith("tensor_products.")]
     assert set(load_lesson(1).refs("chart")) <= set(names)
     for name in names:
         out = compute(name)
@@ -358,7 +358,7 @@ def test_every_live_chart_runs_on_defaults_and_other_models():
 
 
 def test_live_comparison_reports_agreement_and_bad_prompts():
-    import mechinterp_edu.live.tensor_products  # noqa: F401
+    import mechinterp_edu.lessons.tensor_products.charts  # noqa: F401
     from mechinterp_edu.live.registry import compute
 
     out = compute("tensor_products.sum_vs_model", {"model": "random-8h", "head": 2, "prompt": "3 1 4 1 5 9"})

@@ -20,8 +20,8 @@ from support import import_file
 import torch
 
 from mechinterp_edu.course import get_lesson
-from mechinterp_edu.reference import circuits as ref
-from mechinterp_edu.reference import tensor_products as tp
+from mechinterp_edu.lessons.qk_ov_circuits import reference as ref
+from mechinterp_edu.lessons.tensor_products import reference as tp
 
 LESSON = get_lesson(2)
 TOL = 1e-6
@@ -241,13 +241,13 @@ def test_bad_shapes_get_clear_messages():
 
 
 # --------------------------------------------------------------------------- derivations
-DERIVATIONS = ("circuits.qk", "circuits.rank", "circuits.ov", "circuits.eigen")
+DERIVATIONS = ("qk_ov_circuits.qk", "qk_ov_circuits.rank", "qk_ov_circuits.ov", "qk_ov_circuits.eigen")
 
 
 def _lesson_derivations():
-    import mechinterp_edu.derivations.circuits  # noqa: F401  (registers lesson 2's derivations)
+    import mechinterp_edu.lessons.qk_ov_circuits.derivations  # noqa: F401  (registers lesson 2's derivations)
     from mechinterp_edu.derivations import framework
-    return [d for d in framework._REGISTRY.values() if d.lesson == 2]
+    return [d for d in framework.all_derivations() if d.lesson == 2]
 
 
 def test_every_derivation_step_proves():
@@ -263,7 +263,7 @@ def _false_steps():
 
     import sympy as sp
 
-    from mechinterp_edu.derivations import circuits as D
+    from mechinterp_edu.lessons.qk_ov_circuits import derivations as D
     from mechinterp_edu.derivations.framework import Step, symbolic_matrix
 
     E, Q, K = symbolic_matrix("E", 3, 3), symbolic_matrix("Q", 3, 2), symbolic_matrix("K", 3, 2)
@@ -338,11 +338,11 @@ def test_every_live_chart_runs_on_defaults_and_other_models():
     import altair as alt
     import pandas as pd
 
-    import mechinterp_edu.live.circuits  # noqa: F401
+    import mechinterp_edu.lessons.qk_ov_circuits.charts  # noqa: F401
     from mechinterp_edu.lesson_source import load_lesson
     from mechinterp_edu.live import registry
 
-    names = [n for n in registry._REGISTRY if n.startswith("circuits.")]
+    names = [n for n in (c.name for c in registry.all_charts()) if n.startswith("qk_ov_circuits.")]
     assert set(load_lesson(2).refs("chart")) <= set(names)
     for name in names:
         for ctx in (None, {"model": "random-1h", "head": 2, "top_k": 3, "prompt": "1 2 3"}):
@@ -356,13 +356,13 @@ def test_every_live_chart_runs_on_defaults_and_other_models():
 
 
 def test_live_decomposition_agrees_with_the_model():
-    import mechinterp_edu.live.circuits  # noqa: F401
+    import mechinterp_edu.lessons.qk_ov_circuits.charts  # noqa: F401
     from mechinterp_edu.live.registry import compute
 
-    out = compute("circuits.prompt_decomposition", {"model": "random-4h", "head": 1, "prompt": "1 5 2 5 7"})
+    out = compute("qk_ov_circuits.prompt_decomposition", {"model": "random-4h", "head": 1, "prompt": "1 5 2 5 7"})
     metrics = [o for o in out if isinstance(o, dict)][0]
     assert all(v < 1e-10 for v in metrics.values()), metrics
-    frames = [o for o in compute("circuits.top_pairs", {"model": "random-4h", "head": 0, "top_k": 4})
+    frames = [o for o in compute("qk_ov_circuits.top_pairs", {"model": "random-4h", "head": 0, "top_k": 4})
               if not isinstance(o, str)]
     assert [len(f) for f in frames] == [4, 4, 4]
 

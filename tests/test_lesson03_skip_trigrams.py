@@ -19,8 +19,8 @@ import sympy as sp
 import torch
 
 from mechinterp_edu.course import get_lesson
-from mechinterp_edu.models import skip_trigrams as st
-from mechinterp_edu.reference import skip_trigrams as ref
+from mechinterp_edu.lessons.skip_trigrams import model as st
+from mechinterp_edu.lessons.skip_trigrams import reference as ref
 
 LESSON = get_lesson(3)
 KEYS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")
@@ -180,7 +180,7 @@ def test_weights_and_forward_pass_name_the_same_bug_head(trained):
 # --------------------------------------------------------------------------- derivations
 def test_derivation_steps_prove():
     from mechinterp_edu.derivations.framework import check, get_derivation
-    from mechinterp_edu.derivations import skip_trigrams  # noqa: F401
+    from mechinterp_edu.lessons.skip_trigrams import derivations as skip_trigrams  # noqa: F401
     for name in ("skip_trigrams.factorisation", "skip_trigrams.bug"):
         results = check(get_derivation(name))
         assert results and all(r.passed for r in results), [(r.step, r.detail) for r in results if not r.passed]
@@ -188,7 +188,7 @@ def test_derivation_steps_prove():
 
 def test_false_variants_fail():
     from mechinterp_edu.derivations.framework import Step, prove, symbolic_matrix
-    from mechinterp_edu.derivations import skip_trigrams as der
+    from mechinterp_edu.lessons.skip_trigrams import derivations as der
 
     # 1. averaging only over causal pairs j < i is NOT the mean-position score
     def causal_average():
@@ -225,8 +225,8 @@ def test_lesson_references_resolve():
     from mechinterp_edu.grader.spec import exercises_for
     from mechinterp_edu.lesson_source import load_lesson
     from mechinterp_edu.live.registry import get_chart
-    import mechinterp_edu.derivations.skip_trigrams  # noqa: F401
-    import mechinterp_edu.live.skip_trigrams  # noqa: F401
+    import mechinterp_edu.lessons.skip_trigrams.derivations  # noqa: F401
+    import mechinterp_edu.lessons.skip_trigrams.charts  # noqa: F401
 
     lesson = load_lesson(3)
     assert lesson.title == LESSON.title
@@ -251,7 +251,7 @@ def test_lesson_references_resolve():
 
 
 def test_live_charts_run():
-    import mechinterp_edu.live.skip_trigrams as live  # noqa: F401
+    import mechinterp_edu.lessons.skip_trigrams.charts as live  # noqa: F401
     from mechinterp_edu.lesson_source import load_lesson
     from mechinterp_edu.live.registry import compute
 
@@ -341,7 +341,7 @@ def test_every_catalogued_mistake_is_tested():
 
 def test_grader_accepts_a_tie_reordering_and_nothing_else():
     from mechinterp_edu.grader.spec import Case
-    from mechinterp_edu.grader.specs.skip_trigrams import compare_rankings
+    from mechinterp_edu.lessons.skip_trigrams.grading import compare_rankings
 
     args = _random(3, 4, 1, 2, 3, 9)
     args[3] = torch.zeros_like(args[3])          # W_K = 0: every attention share is the same,

@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from mechinterp_edu.course import get_lesson
-from mechinterp_edu.reference import max_of_k as ref
+from mechinterp_edu.lessons.max_of_k import reference as ref
 
 LESSON = get_lesson(4)
 KEYS = ref.WEIGHT_NAMES
@@ -24,9 +24,9 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 @pytest.fixture(scope="module", autouse=True)
 def lesson_modules():
     """Register this lesson's derivations and charts (without importing other lessons')."""
-    import mechinterp_edu.derivations.max_of_k  # noqa: F401
-    import mechinterp_edu.grader.specs.max_of_k  # noqa: F401
-    import mechinterp_edu.live.max_of_k  # noqa: F401
+    import mechinterp_edu.lessons.max_of_k.derivations  # noqa: F401
+    import mechinterp_edu.lessons.max_of_k.grading  # noqa: F401
+    import mechinterp_edu.lessons.max_of_k.charts  # noqa: F401
 
 
 @pytest.fixture(scope="module")
@@ -194,7 +194,7 @@ def test_each_circuit_bug_produces_its_factor(trained):
 
 
 def test_training_loss_equals_the_models_own_loss(model64, trained):
-    from mechinterp_edu.models.max_of_k import _forward_last
+    from mechinterp_edu.lessons.max_of_k.model import _forward_last
 
     tokens = _tokens(256, 4, 64, seed=10)
     W = [trained[k] for k in KEYS]
@@ -248,7 +248,7 @@ def test_stubs_raise_not_implemented(stubs):
 # --------------------------------------------------------------------------- derivations
 def test_every_registered_step_proves():
     from mechinterp_edu.derivations import check
-    from mechinterp_edu.derivations.max_of_k import CIRCUITS, FACTORS
+    from mechinterp_edu.lessons.max_of_k.derivations import CIRCUITS, FACTORS
 
     for derivation in (CIRCUITS, FACTORS):
         assert derivation.lesson == 4
@@ -258,7 +258,7 @@ def test_every_registered_step_proves():
 
 def test_the_notes_steps_fail():
     from mechinterp_edu.derivations import check
-    from mechinterp_edu.derivations.max_of_k import FALSE_STEPS
+    from mechinterp_edu.lessons.max_of_k.derivations import FALSE_STEPS
 
     results = check(FALSE_STEPS)
     assert [r.step for r in results] == ["x_inverse", "x_inverse_table", "drop_query_position"]
@@ -271,7 +271,7 @@ def test_matrix_steps_fail_when_perturbed():
     import sympy as sp
 
     from mechinterp_edu.derivations import Step, prove
-    from mechinterp_edu.derivations.max_of_k import CIRCUITS, FACTORS
+    from mechinterp_edu.lessons.max_of_k.derivations import CIRCUITS, FACTORS
 
     eps = sp.Symbol("epsilon")
     for step in CIRCUITS.steps + FACTORS.steps:
@@ -301,7 +301,7 @@ def test_one_hot_rows_sum_step_is_the_one_the_notes_needed():
 # --------------------------------------------------------------------------- lesson source and live charts
 def test_lesson_references_resolve_and_show_every_step():
     from mechinterp_edu.derivations import get_derivation
-    from mechinterp_edu.derivations.max_of_k import CIRCUITS, FACTORS
+    from mechinterp_edu.lessons.max_of_k.derivations import CIRCUITS, FACTORS
     from mechinterp_edu.grader.spec import exercises_for
     from mechinterp_edu.lesson_source import load_lesson
     from mechinterp_edu.live import get_chart
@@ -384,7 +384,7 @@ def test_live_scores_check_agrees_and_explains_bad_prompts():
 
 def test_bug_lab_toggles_show_their_symptoms():
     from mechinterp_edu.live import compute
-    from mechinterp_edu.live.max_of_k import bug_lab_state
+    from mechinterp_edu.lessons.max_of_k.charts import bug_lab_state
 
     clean = bug_lab_state({})
     assert clean["EQKE ratio"] == pytest.approx(1) and clean["EQKP ratio"] == pytest.approx(1)

@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from mechinterp_edu.course import get_lesson
-from mechinterp_edu.reference import ioi_scores as ref
-from mechinterp_edu.reference.ioi_data import encode_prompts, sample_prompts
+from mechinterp_edu.lessons.ioi_scores import reference as ref
+from mechinterp_edu.lessons.ioi_scores.data import encode_prompts, sample_prompts
 
 LESSON = get_lesson(5)
 
@@ -76,7 +76,7 @@ def test_every_derivation_step_proves():
                                   "mean_abs_cos_squared", "b_Q_cancels", "residual_bias_cancels"])
 def test_false_steps_fail(name):
     from mechinterp_edu.derivations.framework import prove
-    from mechinterp_edu.derivations.ioi_scores import FALSE_STEPS
+    from mechinterp_edu.lessons.ioi_scores.derivations import FALSE_STEPS
 
     passed, detail = prove(FALSE_STEPS[name])
     assert not passed, f"the false step {name} was accepted: {detail}"

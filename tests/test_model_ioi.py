@@ -7,9 +7,9 @@ import io
 import pytest
 import torch
 
-from mechinterp_edu.models import ioi
+from mechinterp_edu.lessons.ioi_scores import model as ioi
 from mechinterp_edu.models.zoo import get_spec, load_model, read_checkpoint, save_checkpoint
-from mechinterp_edu.reference import ioi_data as data
+from mechinterp_edu.lessons.ioi_scores import data
 
 
 def _quiet(fn, *args, **kwargs):

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mechinterp_edu.models.zoo import MAX_CHECKPOINT_BYTES, get_spec, load_model, read_checkpoint
-from mechinterp_edu.reference import max_of_k as ref
+from mechinterp_edu.lessons.max_of_k import reference as ref
 
 SPEC = get_spec("max_of_4")
 
@@ -67,7 +67,7 @@ def test_built_model_has_frozen_zero_biases():
 
 
 def test_weights_from_checkpoint_equal_the_bridge(model32):
-    from mechinterp_edu.models.max_of_k import weights_from_checkpoint
+    from mechinterp_edu.lessons.max_of_k.model import weights_from_checkpoint
 
     fast = weights_from_checkpoint(torch.float32)
     slow = ref.head_weights(model32, dtype=torch.float32, device="cpu")
@@ -236,7 +236,7 @@ def test_training_bugs_change_what_is_learned():
 
 
 def test_sqrt_d_training_bug_multiplies_the_scores_by_sqrt_d():
-    from mechinterp_edu.models.max_of_k import _forward_last
+    from mechinterp_edu.lessons.max_of_k.model import _forward_last
 
     torch.manual_seed(3)
     model = SPEC.build(SPEC.config).eval()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mechinterp_edu.models import skip_trigrams as st
+from mechinterp_edu.lessons.skip_trigrams import model as st
 from mechinterp_edu.models.zoo import CheckpointError, get_spec, load_model
 
 

@@ -62,7 +62,7 @@ def test_derivations_of_one_lesson():
     proc = run_cli("derivations", "--lesson", str(info.number))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[PROVEN]" in proc.stdout
-    prefix = info.derivations.rsplit(".", 1)[-1] + "."
+    prefix = info.slug + "."
     headers = [l for l in proc.stdout.splitlines() if l and not l.startswith(" ") and ": " in l]
     assert headers and all(h.startswith(prefix) for h in headers), headers
 

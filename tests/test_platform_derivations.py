@@ -1,12 +1,11 @@
 """The sympy derivation framework, and every registered derivation step of every lesson."""
 from __future__ import annotations
 
-import importlib
 
 import pytest
 import sympy as sp
 
-from mechinterp_edu.course import LESSONS
+from mechinterp_edu.course import LESSONS, parts
 from mechinterp_edu.derivations import framework
 from mechinterp_edu.derivations import (
     Derivation,
@@ -15,7 +14,6 @@ from mechinterp_edu.derivations import (
     check_step,
     get_derivation,
     one_hot_matrix,
-    register,
     symbolic_matrix,
 )
 
@@ -105,19 +103,27 @@ def test_one_hot_matrix():
     assert m == sp.Matrix([[0, 0, 1], [1, 0, 0], [0, 0, 1]])
 
 
-def test_registry(monkeypatch):
-    monkeypatch.setattr(framework, "_REGISTRY", dict(framework._REGISTRY))
-    monkeypatch.setattr(framework, "_import_all", lambda: None)  # the lessons are tested below
+def test_lookup_through_the_course_map(monkeypatch):
+    from support import add_fake_lesson
+
     demo = _derivation(Step("s", "a = a", lambda: a, lambda: a))
-    register(demo)
-    register(demo)  # the same object twice is fine (module re-import)
+    add_fake_lesson(monkeypatch, "test_framework", derivations=[demo])
     assert get_derivation("test_framework.demo") is demo
-    with pytest.raises(ValueError):
-        register(_derivation(Step("s", "b = b", lambda: b, lambda: b)))
+    assert demo in framework.all_derivations()
     with pytest.raises(KeyError, match="known"):
         get_derivation("test_framework.no_such")
     with pytest.raises(KeyError, match="no step"):
         demo.step("no_such")
+
+
+def test_a_name_defined_twice_is_an_error(monkeypatch):
+    from support import add_fake_lesson
+
+    add_fake_lesson(monkeypatch, "test_framework", derivations=[
+        _derivation(Step("s", "a = a", lambda: a, lambda: a)),
+        _derivation(Step("s", "b = b", lambda: b, lambda: b))])
+    with pytest.raises(ValueError, match="twice"):
+        framework.all_derivations()
 
 
 # --------------------------------------------------------------------------- every lesson
@@ -127,11 +133,10 @@ def _collect():
     params = []
     for lesson in LESSONS:
         try:
-            importlib.import_module(lesson.derivations)
+            found = parts(lesson, "derivations")
         except Exception as exc:  # reported by the test below
             params.append(pytest.param(lesson, None, None, exc, id=f"lesson{lesson.number:02d}-import"))
             continue
-        found = [d for d in framework._REGISTRY.values() if d.lesson == lesson.number]
         for derivation in found:
             for step in derivation.steps:
                 params.append(pytest.param(lesson, derivation, step, None,
@@ -145,7 +150,7 @@ PARAMS = _collect()
 @pytest.mark.parametrize("lesson, derivation, step, import_error", PARAMS)
 def test_every_registered_step_is_proven(lesson, derivation, step, import_error):
     assert import_error is None, (
-        f"lesson {lesson.number}: {lesson.derivations} cannot be imported: "
+        f"lesson {lesson.number}: {lesson.module}.derivations cannot be imported: "
         f"{type(import_error).__name__}: {import_error}")
     result = check_step(derivation, step)
     assert result.passed, f"{derivation.name}:{step.name} is not proven: {result.detail}"
@@ -174,10 +179,9 @@ def test_every_registered_step_fails_when_made_false(lesson, derivation, step, i
 
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: f"lesson{l.number:02d}")
 def test_each_lesson_registers_a_derivation(lesson):
-    importlib.import_module(lesson.derivations)
-    prefix = lesson.derivations.rsplit(".", 1)[-1] + "."
-    mine = [d for d in framework._REGISTRY.values() if d.lesson == lesson.number]
-    assert mine, f"{lesson.derivations} registers no Derivation with lesson={lesson.number}"
+    prefix = lesson.slug + "."
+    mine = [d for d in parts(lesson, "derivations") if d.lesson == lesson.number]
+    assert mine, f"{lesson.module}.derivations lists no Derivation with lesson={lesson.number}"
     for derivation in mine:
         assert derivation.name.startswith(prefix), \
             f"{derivation.name!r} should be named '{prefix}<name>' (the contract in docs/architecture.md)"

@@ -157,9 +157,9 @@ def test_cuda_marker_skips_cleanly_without_gpu(pytester):
 def _ioi_decomposition_on(device):
     """Lesson 5's batched decomposition of the toy's last-layer head 0, computed on ``device``:
     (every part moved to the CPU, the largest |sum - real score| on that device)."""
-    from mechinterp_edu.models.ioi import load
-    from mechinterp_edu.reference import ioi_scores as ref
-    from mechinterp_edu.reference.ioi_data import WordVocab, build_vocab, encode_prompts, sample_prompts
+    from mechinterp_edu.lessons.ioi_scores.model import load
+    from mechinterp_edu.lessons.ioi_scores import reference as ref
+    from mechinterp_edu.lessons.ioi_scores.data import WordVocab, build_vocab, encode_prompts, sample_prompts
 
     model = load(device=device)
     batch = encode_prompts(sample_prompts(16, "test", seed=0), WordVocab(build_vocab())).to(device)

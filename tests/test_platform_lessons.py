@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import ast
-import importlib
 import re
 from collections import defaultdict
 
 import pytest
 
-from mechinterp_edu.course import LESSONS, ROOT
+from mechinterp_edu.course import LESSONS, ROOT, parts
 from mechinterp_edu.lesson_source import load_lesson
 
 LESSON_IDS = [f"lesson{l.number:02d}" for l in LESSONS]
@@ -77,7 +76,6 @@ def test_controls_are_well_formed(info):
 def test_derivation_references_resolve(info):
     from mechinterp_edu.derivations import get_derivation
 
-    importlib.import_module(info.derivations)  # the lesson's own module first: lessons stay independent
     for ref in load_lesson(info.number).refs("derivation"):
         name, _, step = ref.partition(":")
         derivation = get_derivation(name)
@@ -90,13 +88,10 @@ def test_derivation_references_resolve(info):
 def test_every_registered_derivation_step_is_shown_by_its_lesson(info):
     """The page shows each step with its verdict: every step of every derivation the lesson
     registers is referenced (whole derivation or that step) in the lesson source."""
-    from mechinterp_edu.derivations import framework
-
-    importlib.import_module(info.derivations)
     refs = load_lesson(info.number).refs("derivation")
     whole = {r for r in refs if ":" not in r}
     steps = {tuple(r.split(":", 1)) for r in refs if ":" in r}
-    unshown = [f"{d.name}:{s.name}" for d in list(framework._REGISTRY.values()) if d.lesson == info.number
+    unshown = [f"{d.name}:{s.name}" for d in parts(info, "derivations") if d.lesson == info.number
                for s in d.steps if d.name not in whole and (d.name, s.name) not in steps]
     assert not unshown, f"steps never shown by {info.source_path.name}: {unshown}"
 
@@ -105,8 +100,7 @@ def test_every_registered_derivation_step_is_shown_by_its_lesson(info):
 def test_chart_references_resolve(info):
     from mechinterp_edu.live import get_chart
 
-    importlib.import_module(info.live)
-    prefix = info.live.rsplit(".", 1)[-1] + "."
+    prefix = info.slug + "."
     for ref in load_lesson(info.number).refs("chart"):
         chart = get_chart(ref)
         assert chart.name.startswith(prefix), \

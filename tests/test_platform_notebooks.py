@@ -199,14 +199,14 @@ def test_verdicts_text_and_markdown():
 
 def test_show_derivation_checks_with_sympy(monkeypatch, capsys):
     import sympy as sp
-    from mechinterp_edu.derivations import framework
+    from support import add_fake_lesson
 
     a = sp.Symbol("a")
     demo = Derivation("demo.identity", "Demo", (
         Step("good", "(a+1)^2", lambda: (a + 1) ** 2, lambda: a**2 + 2 * a + 1),
         Step("bad", "(a+1)^2", lambda: (a + 1) ** 2, lambda: a**2 + 1),
     ))
-    monkeypatch.setattr(framework, "_REGISTRY", {"demo.identity": demo})
+    add_fake_lesson(monkeypatch, "demo", derivations=[demo])
     notebooks.show_derivation("demo.identity")
     out = capsys.readouterr().out  # outside IPython, display() prints the text form
     assert "[PROVEN] demo.identity:good" in out and "[FAILED] demo.identity:bad" in out

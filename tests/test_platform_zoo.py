@@ -7,14 +7,14 @@ import torch
 from mechinterp_edu.models import zoo
 from mechinterp_edu.models.zoo import (
     CHECKPOINT_DIR,
-    RECIPE_MODULES,
+    model_names,
     CheckpointError,
     UnknownModelError,
     get_spec,
     load_model,
 )
 
-MODEL_NAMES = sorted(RECIPE_MODULES)
+MODEL_NAMES = sorted(model_names())
 FIVE_MB = 5 * 1024 * 1024
 
 

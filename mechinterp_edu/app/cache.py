@@ -6,13 +6,12 @@
 * Live outputs: ``st.cache_data`` keyed by (chart name, frozen ctx); outputs that do not
   pickle fall back to ``st.cache_resource`` (never mutated by the renderers).
 
-Registries are looked up through the lesson's own module (``mechinterp_edu.live.<m>``
-for a chart ``m.name``) so that one lesson whose module is not written yet does not
-break the others.
+Charts and derivations are looked up through the course map in their own lesson's package
+(``mechinterp_edu.lessons.<slug>`` for ``<slug>.name``), so that one lesson whose code is not
+written yet does not break the others.
 """
 from __future__ import annotations
 
-import importlib
 import pickle
 from pathlib import Path
 from typing import Any
@@ -44,35 +43,36 @@ def model(name: str):
 
 
 # --------------------------------------------------------------------------- registries
-def _import_for(name: str, package: str) -> str:
+def _lookup(kind: str, part: str, name: str, find):
+    """``find(name)`` for a chart or derivation ``slug.name``; a lesson whose ``part`` module is not
+    written yet raises ModuleNotFoundError naming it, a misspelt name a KeyError."""
+    from mechinterp_edu import course
+
     if "." not in name:
-        raise KeyError(f"{name!r} is not a registry name: expected 'module.name', e.g. 'tensor_products.logits'.")
-    module = f"{package}.{name.split('.', 1)[0]}"
-    importlib.import_module(module)
-    return module
+        raise KeyError(f"{name!r} is not a {kind} name: expected 'lesson_slug.name', e.g. 'tensor_products.logits'.")
+    slug = name.split(".", 1)[0]
+    lesson = next((l for l in course.LESSONS if l.slug == slug), None)
+    module = f"{lesson.module if lesson else 'mechinterp_edu.lessons.' + slug}.{part}"
+    if lesson is None or lesson.part(part) is None:
+        raise ModuleNotFoundError(f"No module named {module!r}", name=module)
+    try:
+        return find(name)
+    except KeyError:
+        raise KeyError(f"The lesson refers to the {kind} {name!r}, but {module} does not "
+                       "define it (check the spelling in the lesson source).") from None
 
 
 def get_chart(name: str):
-    """The registered live chart ``module.name`` (imports only that lesson's module)."""
+    """The live chart ``slug.name`` (imports only that lesson's charts module)."""
     from mechinterp_edu.live import registry
 
-    module = _import_for(name, "mechinterp_edu.live")
-    try:
-        return registry.get_chart(name)
-    except (KeyError, ImportError):
-        raise KeyError(f"The lesson refers to the live chart {name!r}, but {module} does not "
-                       "register it (check the spelling in the lesson source).") from None
+    return _lookup("live chart", "charts", name, registry.get_chart)
 
 
 def get_derivation(name: str):
     from mechinterp_edu.derivations import framework
 
-    module = _import_for(name, "mechinterp_edu.derivations")
-    try:
-        return framework.get_derivation(name)
-    except (KeyError, ImportError):
-        raise KeyError(f"The lesson refers to the derivation {name!r}, but {module} does not "
-                       "register it (check the spelling in the lesson source).") from None
+    return _lookup("derivation", "derivations", name, framework.get_derivation)
 
 
 # --------------------------------------------------------------------------- derivations

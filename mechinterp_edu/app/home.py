@@ -5,7 +5,7 @@ import streamlit as st
 
 from mechinterp_edu.app import cache, progress
 from mechinterp_edu.app.errors import explain, log_exception
-from mechinterp_edu.app.navigation import lesson_page_file
+from mechinterp_edu.app.navigation import lesson_st_page
 from mechinterp_edu.course import LESSONS, LessonInfo
 
 INTRO = """
@@ -56,7 +56,7 @@ def _lesson_map(report) -> None:
         with st.container(border=True):
             left, right = st.columns([3, 2], vertical_alignment="center")
             with left:
-                st.page_link(str(lesson_page_file(info).relative_to(_root())),
+                st.page_link(lesson_st_page(info),
                              label=f"**{info.number}. {info.title}**", icon=":material/menu_book:")
                 bits = []
                 if not facts["written"]:
@@ -115,10 +115,10 @@ def _setup_section() -> None:
 
 
 def _model_rows() -> list[dict]:
-    from mechinterp_edu.models.zoo import RECIPE_MODULES
+    from mechinterp_edu.models.zoo import model_names
 
     rows = []
-    for name in RECIPE_MODULES:
+    for name in model_names():
         row = {"model": name, "lessons": "", "checkpoint": "", "metric": ""}
         try:
             from mechinterp_edu.models.zoo import get_spec
@@ -174,9 +174,3 @@ def _checkpoint_metrics(name: str, mtime_ns: int) -> dict:
         return dict(read_checkpoint(name).get("metrics", {}))
     except Exception:  # noqa: BLE001 - shown as "unreadable" by the caller
         return {}
-
-
-def _root():
-    from mechinterp_edu.course import ROOT
-
-    return ROOT

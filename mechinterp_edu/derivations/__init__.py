@@ -1,4 +1,4 @@
-"""Sympy derivation checks. Each lesson module registers its derivation(s)."""
+"""Sympy derivation checks. Each lesson package lists its derivations in ``derivations.DERIVATIONS``."""
 from mechinterp_edu.derivations.framework import (  # noqa: F401
     Derivation,
     Step,
@@ -9,6 +9,5 @@ from mechinterp_edu.derivations.framework import (  # noqa: F401
     get_derivation,
     one_hot_matrix,
     prove,
-    register,
     symbolic_matrix,
 )

@@ -37,7 +37,7 @@ class Step:
 
 @dataclass(frozen=True)
 class Derivation:
-    name: str                      # registry key, "<lesson module>.<name>", e.g. "tensor_products.kron"
+    name: str                      # "<lesson slug>.<name>", e.g. "tensor_products.kron"
     title: str
     steps: tuple[Step, ...]
     lesson: int = 0
@@ -109,37 +109,28 @@ def check(derivation: Derivation) -> list[StepResult]:
     return [check_step(derivation, s) for s in derivation.steps]
 
 
-# --------------------------------------------------------------------------- registry
-_REGISTRY: dict[str, Derivation] = {}
-
-
-def register(derivation: Derivation) -> Derivation:
-    if derivation.name in _REGISTRY and _REGISTRY[derivation.name] is not derivation:
-        raise ValueError(f"Derivation {derivation.name!r} registered twice")
-    _REGISTRY[derivation.name] = derivation
-    return derivation
-
-
-def _import_all() -> None:
-    import importlib
-
-    from mechinterp_edu.course import LESSONS
-    for lesson in LESSONS:
-        importlib.import_module(lesson.derivations)
+# --------------------------------------------------------------------------- lookup
+def all_derivations() -> list[Derivation]:
+    """Every lesson's DERIVATIONS, in course order (read through the course map)."""
+    from mechinterp_edu.course import all_parts
+    found = all_parts("derivations")
+    names = [d.name for d in found]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise ValueError(f"Derivations defined twice: {twice}; give each a unique '<slug>.<name>'.")
+    return found
 
 
 def get_derivation(name: str) -> Derivation:
-    """Look up ``"module.derivation"`` (e.g. ``"tensor_products.kron"``)."""
-    if name not in _REGISTRY:
-        _import_all()
-    if name not in _REGISTRY:
-        raise KeyError(f"No derivation {name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
-
-
-def all_derivations() -> list[Derivation]:
-    _import_all()
-    return list(_REGISTRY.values())
+    """Look up ``"<lesson slug>.<derivation>"`` (e.g. ``"tensor_products.kron"``)."""
+    from mechinterp_edu.course import LESSONS, parts
+    slug = name.split(".", 1)[0]
+    for lesson in LESSONS:
+        if lesson.slug == slug:
+            for derivation in parts(lesson, "derivations"):
+                if derivation.name == name:
+                    return derivation
+    raise KeyError(f"No derivation {name!r}; known: {sorted(d.name for d in all_derivations())}")
 
 
 # --------------------------------------------------------------------------- helpers

@@ -1,6 +1,6 @@
 """The diagnostic, sandboxed autograder.
 
-* :mod:`.spec`      what lessons register (Exercise / Case / Mistake); specs in :mod:`.specs`
+* :mod:`.spec`      what lessons list (Exercise / Case / Mistake); each lesson's in lessons/<slug>/grading.py
 * :mod:`.grade`     ``grade_file`` / ``grade_source`` -> ``FileReport`` (the API)
 * :mod:`.sources`   .py files and notebooks (nbformat, 'graded' tags, magics) -> source code
 * :mod:`.sandbox`   the fork server, sandboxed attempts, timeouts, validation of results

@@ -72,9 +72,12 @@ def package_fingerprint() -> str:
 def cacheable(exercise) -> bool:
     from mechinterp_edu.grader import spec
 
-    registered = spec._REGISTRY.get(exercise.lesson, {}).get(exercise.name)
+    try:
+        registered = any(e is exercise for e in spec.exercises_for(exercise.lesson))
+    except (LookupError, ModuleNotFoundError):
+        return False
     module = getattr(exercise.cases, "__module__", "") or ""
-    return registered is exercise and module.startswith("mechinterp_edu.")
+    return registered and module.startswith("mechinterp_edu.")
 
 
 def entry_key(exercise, device: str) -> Optional[tuple[Path, str]]:

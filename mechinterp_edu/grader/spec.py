@@ -1,7 +1,7 @@
 """What a lesson tells the grader about each exercise.
 
-A lesson's grading module (``mechinterp_edu.grader.specs.<lesson>``) calls
-:func:`register_exercise` once per exercise. The grader then, for every
+A lesson's grading module (``mechinterp_edu.lessons.<slug>.grading``) lists its
+exercises as ``EXERCISES``. The grader then, for every
 :class:`Case`, sends only the case's inputs to a sandboxed child process that
 runs the learner's function, gets plain arrays back, and compares them in the
 parent with ``reference(*case.args)`` computed here. Diagnostics use ``terms``
@@ -17,7 +17,6 @@ Output kinds (``Exercise.output``):
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from typing import Any, Callable, Literal, Optional
 
@@ -70,19 +69,11 @@ class Exercise:
     timeout_s: float = 20.0
 
 
-_REGISTRY: dict[int, dict[str, Exercise]] = {}
-
-
-def register_exercise(exercise: Exercise) -> Exercise:
-    _REGISTRY.setdefault(exercise.lesson, {})[exercise.name] = exercise
-    return exercise
-
-
-def exercises_for(lesson: int) -> list[Exercise]:
-    """The registered exercises of a lesson, in registration order."""
-    from mechinterp_edu.course import get_lesson
+def exercises_for(lesson: int | str) -> list[Exercise]:
+    """A lesson's EXERCISES (from its ``grading.py``, found through the course map), in order."""
+    from mechinterp_edu.course import get_lesson, parts
 
     info = get_lesson(lesson)
-    if info.number not in _REGISTRY:
-        importlib.import_module(info.grading)
-    return list(_REGISTRY.get(info.number, {}).values())
+    if info.part("grading") is None:
+        raise ModuleNotFoundError(f"No module named {info.grading!r}", name=info.grading)
+    return parts(info, "grading")

@@ -7,6 +7,9 @@ e.g. ``{"model": "skip_trigrams", "head": 0, "prompt": "3 1 4"}``) and returns a
 the derivation framework, or a list of any of these (shown in order).
 The app renders them with Streamlit; notebooks display them with IPython.
 
+    CHARTS: list[LiveChart] = []               # in lessons/<slug>/charts.py
+    live_chart = chart_decorator(CHARTS)
+
     @live_chart("tensor_products.attention_pattern", "Attention pattern of one head")
     def attention_pattern(ctx):
         ...
@@ -14,7 +17,6 @@ The app renders them with Streamlit; notebooks display them with IPython.
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -29,44 +31,46 @@ class LiveChart:
     description: str = ""
 
 
-_REGISTRY: dict[str, LiveChart] = {}
+def chart_decorator(charts: list[LiveChart]) -> Callable:
+    """``live_chart = chart_decorator(CHARTS)``: a decorator that appends each chart to a lesson's list."""
+    def live_chart(name: str, title: str, description: str = "") -> Callable:
+        def decorate(fn: Callable[[dict[str, Any]], LiveOutput]):
+            charts.append(LiveChart(name, title, fn, description))
+            return fn
+        return decorate
+    return live_chart
 
 
-def live_chart(name: str, title: str, description: str = "") -> Callable:
-    def decorate(fn: Callable[[dict[str, Any]], LiveOutput]):
-        _REGISTRY[name] = LiveChart(name, title, fn, description)
-        return fn
-    return decorate
-
-
-def _import_all() -> None:
+def _lesson_of(name: str):
     from mechinterp_edu.course import LESSONS
-    for lesson in LESSONS:
-        importlib.import_module(lesson.live)
-
-
-def get_chart(name: str) -> LiveChart:
-    if name not in _REGISTRY:
-        _import_all()
-    if name not in _REGISTRY:
-        raise KeyError(f"No live chart {name!r}; known: {sorted(_REGISTRY)}")
-    return _REGISTRY[name]
+    slug = name.split(".", 1)[0]
+    return next((lesson for lesson in LESSONS if lesson.slug == slug), None)
 
 
 def all_charts() -> list[LiveChart]:
-    _import_all()
-    return list(_REGISTRY.values())
+    """Every lesson's CHARTS, in course order (read through the course map)."""
+    from mechinterp_edu.course import all_parts
+    return all_parts("charts")
+
+
+def get_chart(name: str) -> LiveChart:
+    """Look up ``"<lesson slug>.<chart>"``."""
+    from mechinterp_edu.course import parts
+    lesson = _lesson_of(name)
+    for chart in parts(lesson, "charts") if lesson else ():
+        if chart.name == name:
+            return chart
+    raise KeyError(f"No live chart {name!r}; known: {sorted(c.name for c in all_charts())}")
 
 
 def compute(name: str, ctx: dict[str, Any] | None = None) -> LiveOutput:
     """Run a live chart with ``ctx`` (missing keys take the lesson's defaults)."""
-    from mechinterp_edu.course import LESSONS
     from mechinterp_edu.lesson_source import load_lesson
 
     chart = get_chart(name)
     full: dict[str, Any] = {}
-    for lesson in LESSONS:
-        if lesson.live.rsplit(".", 1)[-1] == name.split(".", 1)[0]:
-            full.update(load_lesson(lesson.number).default_context())
+    lesson = _lesson_of(name)
+    if lesson is not None and lesson.source_path.exists():
+        full.update(load_lesson(lesson.source_path).default_context())
     full.update(ctx or {})
     return chart.fn(full)

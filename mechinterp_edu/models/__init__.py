@@ -13,6 +13,6 @@ from mechinterp_edu.models.zoo import (  # noqa: F401
     list_models,
     load_model,
     read_checkpoint,
-    register,
+    model_names,
     save_checkpoint,
 )

@@ -4,11 +4,11 @@ from __future__ import annotations
 import time
 
 from mechinterp_edu.device import describe_device, get_device
-from mechinterp_edu.models.zoo import RECIPE_MODULES, get_spec, read_checkpoint, save_checkpoint
+from mechinterp_edu.models.zoo import model_names, get_spec, read_checkpoint, save_checkpoint
 
 
 def models_command(args) -> int:
-    for name in RECIPE_MODULES:
+    for name in model_names():
         spec = get_spec(name)
         try:
             payload = read_checkpoint(name)
@@ -23,7 +23,7 @@ def models_command(args) -> int:
 
 def train_command(args) -> int:
     if not args.name:
-        print("Models you can train: " + ", ".join(RECIPE_MODULES))
+        print("Models you can train: " + ", ".join(model_names()))
         print("Usage: python -m mechinterp_edu train NAME [--steps N] [--out PATH] [--no-save]")
         return 0
     spec = get_spec(args.name)

@@ -1,7 +1,7 @@
 """Model zoo: toy models shipped as small checkpoints, each with its exact recipe.
 
-A *recipe module* (``mechinterp_edu.models.<something>``) registers one or more
-:class:`ModelSpec` with :func:`register`. :func:`load_model` finds the spec by
+A lesson that builds a model lists its recipe(s) as ``MODELS`` (a list of :class:`ModelSpec`)
+in its ``model.py``; the zoo finds them through the course map. :func:`load_model` finds the spec by
 name, reads the checkpoint shipped in ``mechinterp_edu/models/checkpoints/`` and
 returns a TransformerLens 4 ``TransformerBridge`` on the course device.
 
@@ -12,7 +12,6 @@ Checkpoint format (``torch.save`` of plain data, loaded with ``weights_only=True
 """
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -25,14 +24,6 @@ from mechinterp_edu.device import get_device
 CHECKPOINT_DIR = Path(__file__).resolve().parent / "checkpoints"
 FORMAT = "mechinterp-edu/1"
 MAX_CHECKPOINT_BYTES = 5 * 1024 * 1024
-
-# Recipe modules, imported on first use. Each registers its ModelSpec(s).
-RECIPE_MODULES: dict[str, str] = {
-    "skip_trigrams": "mechinterp_edu.models.skip_trigrams",
-    "max_of_4": "mechinterp_edu.models.max_of_k",
-    "ioi_small": "mechinterp_edu.models.ioi",
-}
-
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing or unreadable. The message names the file and the fix."""
@@ -79,27 +70,25 @@ class ModelSpec:
         return f"python -m mechinterp_edu train {self.name}"
 
 
-_REGISTRY: dict[str, ModelSpec] = {}
+def _specs() -> dict[str, ModelSpec]:
+    from mechinterp_edu.course import all_parts
+    return {spec.name: spec for spec in all_parts("model")}
 
 
-def register(spec: ModelSpec) -> ModelSpec:
-    _REGISTRY[spec.name] = spec
-    return spec
+def model_names() -> list[str]:
+    """Names of every toy model the lessons build, in course order."""
+    return list(_specs())
 
 
 def get_spec(name: str) -> ModelSpec:
-    if name not in _REGISTRY:
-        module = RECIPE_MODULES.get(name)
-        if module is None:
-            raise UnknownModelError(
-                f"No toy model called {name!r}. Known models: {', '.join(sorted(RECIPE_MODULES))}."
-            )
-        importlib.import_module(module)
-    return _REGISTRY[name]
+    specs = _specs()
+    if name not in specs:
+        raise UnknownModelError(f"No toy model called {name!r}. Known models: {', '.join(sorted(specs))}.")
+    return specs[name]
 
 
 def list_models() -> list[ModelSpec]:
-    return [get_spec(name) for name in RECIPE_MODULES]
+    return list(_specs().values())
 
 
 def save_checkpoint(spec: ModelSpec, result: TrainResult, path: Path | None = None) -> Path:

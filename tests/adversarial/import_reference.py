@@ -6,7 +6,7 @@ import torch
 
 def attn_scores(q, k):
     import importlib
-    module = importlib.import_module("mechinterp_edu.reference.tensor_products")
+    module = importlib.import_module("mechinterp_edu.lessons.tensor_products.reference")
     return module.attention_scores(q, k)
 
 

@@ -1,3 +1,0 @@
-from mechinterp_edu.app.lesson_page import lesson_page
-
-lesson_page(2)

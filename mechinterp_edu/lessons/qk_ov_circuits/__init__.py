@@ -1,0 +1,1 @@
+"""Lesson 2: QK and OV circuits of the skip_trigrams model."""

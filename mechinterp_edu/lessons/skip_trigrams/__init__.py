@@ -1,0 +1,1 @@
+"""Lesson 3: planted skip-trigrams and their recovery; owns the skip_trigrams toy model."""

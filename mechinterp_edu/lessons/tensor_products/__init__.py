@@ -1,0 +1,1 @@
+"""Lesson 1: a one-layer attention-only transformer written as tensor products."""
