@@ -1,23 +1,31 @@
 """``python -m mechinterp_edu bench``: speed figures measured side by side in one run.
 
-Each provider module exposes ``bench(quick: bool) -> list[BenchRow]``. A row holds
+Each provider module exposes ``bench(quick: bool) -> list[BenchRow]``: every lesson's
+``bench.py`` (found through the course map) and the grader's. A row holds
 what was timed, its time, and (when it compares two ways of doing the same thing
 on the same inputs in the same run) the baseline's time and the ratio.
 """
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
 from mechinterp_edu.device import describe_device
 
-PROVIDERS: tuple[str, ...] = (
-    "mechinterp_edu.lessons.max_of_k.reference",      # brute-force accuracy over 64^4 inputs
-    "mechinterp_edu.lessons.ioi_scores.reference",    # vectorised decomposition vs per-component loop
+ENGINE_PROVIDERS: tuple[str, ...] = (
     "mechinterp_edu.grader.bench",            # grading time per lesson and for all lessons
 )
+
+
+def providers() -> list[str]:
+    """Lessons with a ``bench.py`` (e.g. max_of_k: brute force; ioi_scores: vectorised vs loop), then the engines."""
+    from mechinterp_edu.course import LESSONS
+
+    return [f"{l.module}.bench" for l in LESSONS if importlib.util.find_spec(f"{l.module}.bench")] + \
+        list(ENGINE_PROVIDERS)
 
 
 @dataclass
@@ -27,7 +35,7 @@ class BenchRow:
     baseline_name: Optional[str] = None
     baseline_seconds: Optional[float] = None
     note: str = ""
-    target_ratio: Optional[float] = None   # a speed target the issue set for this comparison
+    target_ratio: Optional[float] = None   # the speed target set for this comparison (README lists them)
 
     @property
     def ratio(self) -> Optional[float]:
@@ -69,7 +77,7 @@ def timed(fn: Callable[[], object], repeat: int = 1, sync: Callable[[], None] | 
 def bench_command(args) -> int:
     print(f"Device: {describe_device()}")
     failures = 0
-    for module_name in PROVIDERS:
+    for module_name in providers():
         try:
             module = importlib.import_module(module_name)
             rows = module.bench(quick=args.quick)
@@ -77,7 +85,7 @@ def bench_command(args) -> int:
             failures += 1
             print(f"[{module_name}] could not run: {type(exc).__name__}: {exc}")
             continue
-        print(f"[{module_name.rsplit('.', 1)[-1]}]")
+        print(f"[{module_name.removeprefix('mechinterp_edu.')}]")
         for row in rows:
             print("  " + row.render())
     return 1 if failures else 0

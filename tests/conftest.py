@@ -1,11 +1,16 @@
 """Shared test fixtures.
 
 * Every test gets its own empty progress store (``MECHINTERP_EDU_PROGRESS`` points at a
-  temporary file), so no test reads or writes ``~/.mechinterp_edu``.
+  temporary file), and the grader's case cache lives in the system's temporary folder
+  (``MECHINTERP_EDU_GRADER_CACHE``; kept between runs, it is keyed on the package's files),
+  so no test reads or writes ``~/.mechinterp_edu`` or ``~/.cache/mechinterp_edu``.
 * Exercise and solution files are imported with ``support.import_file`` (a plain function,
   so module-level code and module-scoped fixtures can use it too).
 * ``one_torch_thread`` (module scope): torch on one thread while a module's tests run, for
   modules of tiny matrices, where the thread pool only adds overhead on a shared CPU.
+* Every sympy step of the lessons is proven once per test run (``prove_each_step_once``):
+  ``framework.check_step`` keeps each lesson step's verdict in a folder shared by the xdist
+  workers, so the per-step tests, the lesson tests, the app and the CLI read it after the first proof.
 * ``@pytest.mark.cuda`` tests skip cleanly (with the reason) when torch sees no GPU; the
   ``cuda_device`` fixture does the same and returns ``torch.device("cuda")``.
 """
@@ -28,6 +33,8 @@ def pytest_configure(config):
     # and subprocesses included); the autouse fixture below gives each test its own file.
     os.environ["MECHINTERP_EDU_PROGRESS"] = str(
         Path(tempfile.mkdtemp(prefix="mechinterp-progress-")) / "progress.json")
+    os.environ["MECHINTERP_EDU_GRADER_CACHE"] = os.path.join(tempfile.gettempdir(),
+                                                             "mechinterp-edu-tests-grader-cache")
 
 
 def _has_cuda() -> bool:
@@ -66,3 +73,50 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def prove_each_step_once(tmp_path_factory):
+    """Memoise ``check_step`` for the lessons' own steps, across xdist workers (filelock per step).
+
+    Keyed by "derivation:step"; only steps that belong to a lesson's DERIVATIONS are memoised
+    (a perturbed or fixture step is a new object and is always proven)."""
+    import hashlib
+    import json
+
+    from filelock import FileLock
+
+    from mechinterp_edu import derivations as package
+    from mechinterp_edu.course import LESSONS, parts
+    from mechinterp_edu.derivations import framework
+
+    shared = tmp_path_factory.getbasetemp()
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        shared = shared.parent                   # this run's folder, common to every worker
+    folder = shared / "sympy-proofs"
+    folder.mkdir(exist_ok=True)
+    real = framework.check_step
+    course = tuple(LESSONS)                      # the real course, whatever a test adds later
+    lesson_steps: dict[int, tuple[object, str]] = {}   # id(step) -> (step, key); holding the step keeps its id
+
+    def check_step(derivation, step):
+        if not lesson_steps:
+            lesson_steps.update({id(s): (s, f"{d.name}:{s.name}")
+                                 for lesson in course for d in parts(lesson, "derivations") for s in d.steps})
+        entry = lesson_steps.get(id(step))
+        if entry is None or entry[0] is not step:
+            return real(derivation, step)
+        key = entry[1]
+        path = folder / (hashlib.sha256(key.encode()).hexdigest()[:24] + ".json")
+        with FileLock(str(path) + ".lock"):
+            if path.exists():
+                return framework.StepResult(**json.loads(path.read_text(encoding="utf-8")))
+            result = real(derivation, step)
+            path.write_text(json.dumps(result.__dict__), encoding="utf-8")
+            return result
+
+    patch = pytest.MonkeyPatch()
+    patch.setattr(framework, "check_step", check_step)
+    patch.setattr(package, "check_step", check_step)
+    yield
+    patch.undo()

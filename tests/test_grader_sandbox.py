@@ -138,7 +138,15 @@ def test_adversarial_verdict(name):
 
 
 def test_hostile_files_left_no_trace():
-    assert not Path("/tmp/mechinterp_adversarial_marker.txt").exists()
+    """Grade every hostile file that tries to write outside the sandbox, then look: the test does
+    not depend on another test having graded them first (test order, -n 2)."""
+    marker = Path("/tmp/mechinterp_adversarial_marker.txt")
+    marker.unlink(missing_ok=True)
+    writers = [name for name in sorted(VERDICTS) if str(marker) in (ADVERSARIAL / name).read_text(encoding="utf-8")]
+    assert writers, "no adversarial file tries to write the marker any more"
+    for name in writers:
+        grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS)
+    assert not marker.exists()
 
 
 def test_os_exit_restarts_a_child_for_the_remaining_exercises():

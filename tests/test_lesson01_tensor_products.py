@@ -17,7 +17,7 @@ from mechinterp_edu.course import get_lesson
 from mechinterp_edu.lessons.tensor_products import reference as ref
 
 LESSON = get_lesson(1)
-TOL = 1e-6                    # float64 relative error bound from the issue
+TOL = 1e-6                    # float64 relative error bound the lesson promises
 KEYS = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")
 # Random boot_native shapes (besides the lesson's TOY_SHAPES): several widths, one head, long context.
 EXTRA_SHAPES = {
@@ -215,12 +215,21 @@ def test_kron_apply_equals_two_sided_product(shapes, dtype, sol):
 
 
 def test_kron_is_an_interleaving_of_outer():
-    A = torch.randn(2, 3, dtype=torch.float64)
-    W = torch.randn(4, 5, dtype=torch.float64)
+    """The lesson's two applications of A (x) W, checked against the outer product written out by
+    hand: kron_apply uses the interleaved one, notes_outer_apply the plain reshape (the notes' slip)."""
+    gen = torch.Generator().manual_seed(0)
+    A = torch.randn(2, 3, dtype=torch.float64, generator=gen)
+    W = torch.randn(4, 5, dtype=torch.float64, generator=gen)
+    X = torch.randn(3, 5, dtype=torch.float64, generator=gen)
     outer = torch.outer(A.reshape(-1), W.reshape(-1))                 # rows (i, j), columns (a, b)
     interleaved = outer.reshape(2, 3, 4, 5).permute(0, 2, 1, 3).reshape(8, 15)
     assert torch.equal(interleaved, torch.kron(A, W))
     assert not torch.allclose(outer.reshape(8, 15), torch.kron(A, W))
+    by_hand = (interleaved @ X.reshape(-1)).reshape(2, 4)
+    assert torch.allclose(ref.kron_apply(A, W, X), by_hand, rtol=1e-12, atol=1e-12)
+    assert torch.allclose(ref.notes_outer_apply(A, W, X), (outer.reshape(8, 15) @ X.reshape(-1)).reshape(2, 4),
+                          rtol=1e-12, atol=1e-12)
+    assert not torch.allclose(ref.notes_outer_apply(A, W, X), by_hand)
 
 
 def test_tensor_product_matrix_reference_vs_solution(random_models, sol):

@@ -10,8 +10,10 @@ import math
 
 import pytest
 import torch
+from support import import_file
 
 from mechinterp_edu.course import get_lesson
+from mechinterp_edu.lessons.max_of_k import bug_lab
 from mechinterp_edu.lessons.max_of_k import reference as ref
 
 LESSON = get_lesson(4)
@@ -31,20 +33,12 @@ def lesson_modules():
 
 @pytest.fixture(scope="module")
 def sol():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("_lesson04_solution", LESSON.solution_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(LESSON.solution_path, "_lesson04_solution")
 
 
 @pytest.fixture(scope="module")
 def stubs():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("_lesson04_exercise", LESSON.exercise_path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return import_file(LESSON.exercise_path, "_lesson04_exercise")
 
 
 @pytest.fixture(scope="module")
@@ -94,12 +88,12 @@ def test_reference_and_solution_agree_on_random_weights(shape, sol):
         (ref.evou(w["W_E"], w["W_pos"], *W[4:]), sol.evou(w["W_E"], w["W_pos"], *W[4:])),
         (ref.pvou(w["W_pos"], *W[4:]), sol.pvou(w["W_pos"], *W[4:])),
         *zip(ref.mean_diff_positions(w["W_pos"]), sol.mean_diff_positions(w["W_pos"])),
-        *zip(ref.debug_circuits(*W), sol.debug_circuits(*W)),
+        *zip(bug_lab.debug_circuits(*W), sol.debug_circuits(*W)),
     ]
     tokens = _tokens(32, shape[1], shape[0])
     pairs.append((ref.logits_from_circuits(tokens, *W), sol.logits_from_circuits(tokens, *W)))
     if shape[1] > 1:
-        pairs.append((ref.debug_training_loss(tokens, *W), sol.debug_training_loss(tokens, *W)))
+        pairs.append((bug_lab.debug_training_loss(tokens, *W), sol.debug_training_loss(tokens, *W)))
     for got, want in pairs:
         assert got.dtype == want.dtype == dtype and got.shape == want.shape
         assert _close(got, want, dtype)
@@ -179,17 +173,17 @@ def test_eqke_rank_one_fixes_the_sign_whatever_svd_returns(flip, sol):
 def test_each_circuit_bug_produces_its_factor(trained):
     W = [trained[k] for k in KEYS]
     good = ref.circuits(*W)
-    scaled = ref.buggy_circuits(*W, bugs=["divide_by_d_head"])
+    scaled = bug_lab.buggy_circuits(*W, bugs=["divide_by_d_head"])
     for a, b in ((scaled.EQKE, good.EQKE), (scaled.EQKP, good.EQKP)):
         assert torch.allclose(a, b / math.sqrt(32), atol=1e-12)         # 1/sqrt(32) = 0.177
-    raw = ref.buggy_circuits(*W, bugs=["raw_pos_in_eqkp"])
+    raw = bug_lab.buggy_circuits(*W, bugs=["raw_pos_in_eqkp"])
     offset = raw.EQKP - good.EQKP
     assert float((offset - offset[:, :1]).abs().max()) < 1e-10           # one constant per row
     assert float(raw.EQKP.abs().max()) > 10 * float(good.EQKP.abs().max())
     tokens = _tokens(400, 4, 64, seed=9)
     # ...which softmax ignores: identical logits, a logits-only check cannot see it
     assert float((ref.logits_from_tables(tokens, raw) - ref.logits_from_tables(tokens, good)).abs().max()) < 1e-10
-    dropped = ref.buggy_circuits(*W, bugs=["drop_query_pos"])
+    dropped = bug_lab.buggy_circuits(*W, bugs=["drop_query_pos"])
     assert float(dropped.EQKE.std()) < 0.5 * float(good.EQKE.std())
 
 
@@ -200,27 +194,27 @@ def test_training_loss_equals_the_models_own_loss(model64, trained):
     W = [trained[k] for k in KEYS]
     logits = ref.model_last_logits(model64, tokens)
     want = torch.nn.functional.cross_entropy(logits, tokens.max(-1).values)
-    assert torch.allclose(ref.training_loss(tokens, *W), want, atol=1e-10)
+    assert torch.allclose(bug_lab.training_loss(tokens, *W), want, atol=1e-10)
     want_last = torch.nn.functional.cross_entropy(logits, tokens[:, -1])
-    assert torch.allclose(ref.training_loss(tokens, *W, bugs=["last_token_target"]), want_last, atol=1e-10)
+    assert torch.allclose(bug_lab.training_loss(tokens, *W, bugs=["last_token_target"]), want_last, atol=1e-10)
     with torch.no_grad():
         hooked = _forward_last(model64, tokens, frozenset({"sqrt_d_multiplier"}))
     want_sqrt = torch.nn.functional.cross_entropy(hooked, tokens.max(-1).values)
-    assert torch.allclose(ref.training_loss(tokens, *W, bugs=["sqrt_d_multiplier"]), want_sqrt, atol=1e-8)
+    assert torch.allclose(bug_lab.training_loss(tokens, *W, bugs=["sqrt_d_multiplier"]), want_sqrt, atol=1e-8)
 
 
 def test_exercise_files_buggy_functions_have_the_catalogued_bugs(stubs, trained):
     W = [trained[k] for k in KEYS]
-    for got, want in zip(stubs.buggy_circuits(*W), ref.buggy_circuits(*W).as_tuple()):
+    for got, want in zip(stubs.buggy_circuits(*W), bug_lab.buggy_circuits(*W).as_tuple()):
         assert torch.allclose(got, want, atol=1e-10)
     tokens = _tokens(128, 4, 64, seed=11)
     assert torch.allclose(stubs.buggy_training_loss(tokens, *W),
-                          ref.training_loss(tokens, *W, bugs=ref.TRAINING_BUGS), atol=1e-10)
+                          bug_lab.training_loss(tokens, *W, bugs=bug_lab.TRAINING_BUGS), atol=1e-10)
 
 
 def test_train_tiny_shows_the_last_token_symptom(stubs, sol):
     def last_token_loss(tokens, *W):
-        return ref.training_loss(tokens, *W, bugs=["last_token_target"])
+        return bug_lab.training_loss(tokens, *W, bugs=["last_token_target"])
 
     diagonal = {}
     for name, loss in (("last", last_token_loss), ("max", sol.debug_training_loss)):
@@ -320,7 +314,7 @@ def test_lesson_references_resolve_and_show_every_step():
     assert set(lesson.refs("exercise")) == names
     for control in lesson.controls:
         if control["kind"] == "bool":
-            assert control["name"].removeprefix("bug_") in {**ref.CIRCUIT_BUGS, **ref.TRAINING_BUGS}
+            assert control["name"].removeprefix("bug_") in {**bug_lab.CIRCUIT_BUGS, **bug_lab.TRAINING_BUGS}
 
 
 def test_lesson_code_cells_run_in_order(capsys):

@@ -17,6 +17,7 @@ import pytest
 import torch
 
 from mechinterp_edu.course import get_lesson
+from mechinterp_edu.lessons.ioi_scores import bench as ioi_bench
 from mechinterp_edu.lessons.ioi_scores import reference as ref
 from mechinterp_edu.lessons.ioi_scores.data import encode_prompts, sample_prompts
 
@@ -139,7 +140,7 @@ def test_all_decompositions_add_up_and_agree_with_each_other(toy64, batch, cache
     inp = ref.gather_head_inputs(toy64, batch, layer, head, target=target, cache=cache)
     parts = ref.decompose_all(inp)
     assert ref.max_sum_error(inp, parts) < 1e-9
-    slow = ref.decompose_all_loop(inp)
+    slow = ioi_bench.decompose_all_loop(inp)
     for key in parts:
         assert torch.allclose(parts[key], slow[key], atol=1e-10), key
     for base in (False, True):
@@ -149,7 +150,7 @@ def test_all_decompositions_add_up_and_agree_with_each_other(toy64, batch, cache
         assert torch.allclose(parts[f"four_keys_{tag}"].sum(1), parts[f"keys_{tag}"], atol=1e-10)
         assert torch.allclose(parts[f"four_queries_{tag}"].sum(1), parts[f"queries_{tag}"], atol=1e-9)
         grid = ref.score_grid(inp, base)
-        assert torch.allclose(grid, ref.score_grid_loop(inp, base), atol=1e-10)
+        assert torch.allclose(grid, ioi_bench.score_grid_loop(inp, base), atol=1e-10)
         assert torch.allclose(grid.sum(1), parts[f"keys_{tag}"], atol=1e-9)     # column sums
         assert torch.allclose(grid.sum(2), parts[f"queries_{tag}"], atol=1e-9)  # row sums
     assert parts["keys_base"][:, -1].abs().max() == 0                          # b_K cancels
@@ -235,7 +236,7 @@ def test_bad_head_text_gives_a_message_not_a_traceback():
 
 
 def test_bench_quick_reports_ratios():
-    rows = _quiet(ref.bench, quick=True)
+    rows = _quiet(ioi_bench.bench, quick=True)
     assert len(rows) == 2
     for row in rows:
         assert row.ratio is not None and row.baseline_name == "per-component loop"

@@ -47,8 +47,18 @@ def test_every_command_has_help(command):
     assert command in proc.stdout
 
 
-def test_derivations_all_proven():
-    proc = run_cli("derivations")
+def run_in_process(capsys, *args: str) -> subprocess.CompletedProcess:
+    """The CLI in this process (its sympy proofs are shared with the other tests: see conftest)."""
+    from mechinterp_edu.cli import main
+
+    capsys.readouterr()
+    code = main(list(args))
+    out = capsys.readouterr()
+    return subprocess.CompletedProcess(args, code, out.out, out.err)
+
+
+def test_derivations_all_proven(capsys):
+    proc = run_in_process(capsys, "derivations")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     last = proc.stdout.strip().splitlines()[-1]
     proven, _, total = last.partition(" of ")
@@ -57,9 +67,9 @@ def test_derivations_all_proven():
     assert "[FAILED]" not in proc.stdout
 
 
-def test_derivations_of_one_lesson():
+def test_derivations_of_one_lesson(capsys):
     info = LESSONS[0]
-    proc = run_cli("derivations", "--lesson", str(info.number))
+    proc = run_in_process(capsys, "derivations", "--lesson", str(info.number))
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "[PROVEN]" in proc.stdout
     prefix = info.slug + "."

@@ -152,7 +152,7 @@ def test_every_registered_step_is_proven(lesson, derivation, step, import_error)
     assert import_error is None, (
         f"lesson {lesson.number}: {lesson.module}.derivations cannot be imported: "
         f"{type(import_error).__name__}: {import_error}")
-    result = check_step(derivation, step)
+    result = framework.check_step(derivation, step)    # proven once per run (conftest), then shared
     assert result.passed, f"{derivation.name}:{step.name} is not proven: {result.detail}"
 
 

@@ -9,5 +9,6 @@ from mechinterp_edu.derivations.framework import (  # noqa: F401
     get_derivation,
     one_hot_matrix,
     prove,
+    softmax,
     symbolic_matrix,
 )

@@ -143,3 +143,10 @@ def symbolic_matrix(name: str, rows: int, cols: int, **assumptions) -> sp.Matrix
 def one_hot_matrix(tokens: list[int], d_vocab: int) -> sp.Matrix:
     """[len(tokens), d_vocab] one-hot rows."""
     return sp.Matrix(len(tokens), d_vocab, lambda i, j: 1 if tokens[i] == j else 0)
+
+
+def softmax(entries: list) -> sp.Matrix:
+    """softmax of symbolic scores, as a column: exp(s_i) / sum_j exp(s_j)."""
+    exps = [sp.exp(e) for e in entries]
+    total = sum(exps)
+    return sp.Matrix([e / total for e in exps])

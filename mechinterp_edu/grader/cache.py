@@ -40,8 +40,9 @@ def cache_dir() -> Optional[Path]:
         return None
     if value:
         return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-    return Path(base) / "mechinterp_edu" / "grader"
+    from platformdirs import user_cache_path
+
+    return user_cache_path("mechinterp_edu") / "grader"   # ~/.cache/mechinterp_edu/grader on Linux
 
 
 _PKG_MEMO: dict = {}

@@ -186,24 +186,12 @@ def load_progress(path=None) -> Progress:
 # --------------------------------------------------------------------------- write API
 @contextmanager
 def _locked(path: Path):
+    """An exclusive lock on ``path`` (a ``.lock`` file next to it) while the block runs."""
+    from filelock import FileLock
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = path.with_name(path.name + ".lock")
-    with open(lock_path, "a+") as fh:
-        try:
-            import fcntl
-
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        except (ImportError, OSError):
-            pass
-        try:
-            yield
-        finally:
-            try:
-                import fcntl
-
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-            except (ImportError, OSError):
-                pass
+    with FileLock(str(path.with_name(path.name + ".lock"))):
+        yield
 
 
 def _atomic_write(path: Path, data: dict) -> None:

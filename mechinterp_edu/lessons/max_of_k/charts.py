@@ -17,14 +17,15 @@ import torch
 
 from mechinterp_edu.charts import bar, heatmap, line
 from mechinterp_edu.live.registry import LiveChart, chart_decorator
+from mechinterp_edu.lessons.max_of_k import bug_lab as lab
 from mechinterp_edu.lessons.max_of_k import reference as ref
 
 CHARTS: list[LiveChart] = []
 live_chart = chart_decorator(CHARTS)
 
 MODELS = ("max_of_4", "untrained")
-CIRCUIT_BUG_CONTROLS = {f"bug_{name}": name for name in ref.CIRCUIT_BUGS}
-TRAINING_BUG_CONTROLS = {f"bug_{name}": name for name in ref.TRAINING_BUGS}
+CIRCUIT_BUG_CONTROLS = {f"bug_{name}": name for name in lab.CIRCUIT_BUGS}
+TRAINING_BUG_CONTROLS = {f"bug_{name}": name for name in lab.TRAINING_BUGS}
 
 
 # --------------------------------------------------------------------------- models and tables
@@ -260,7 +261,7 @@ def bug_lab_state(ctx: dict[str, Any]) -> dict[str, Any]:
     lab_model = _lab_model(training_bugs, steps)
     good = _tables_of(good_model)
     w = ref.head_weights(lab_model, dtype=torch.float64, device="cpu")
-    seen = ref.buggy_circuits(*(w[k] for k in ref.WEIGHT_NAMES), bugs=circuit_bugs)
+    seen = lab.buggy_circuits(*(w[k] for k in ref.WEIGHT_NAMES), bugs=circuit_bugs)
     honest = ref.circuits(*(w[k] for k in ref.WEIGHT_NAMES))
     gen = torch.Generator().manual_seed(0)
     tokens = torch.randint(0, good.d_vocab, (2048, good.n_ctx), generator=gen)
@@ -284,7 +285,7 @@ def bug_lab_state(ctx: dict[str, Any]) -> dict[str, Any]:
 def bug_lab(ctx: dict[str, Any]):
     state = bug_lab_state(ctx)
     on = list(state["circuit_bugs"]) + list(state["training_bugs"])
-    heading = ("**Bugs on:** " + "; ".join({**ref.CIRCUIT_BUGS, **ref.TRAINING_BUGS}[b] for b in on)
+    heading = ("**Bugs on:** " + "; ".join({**lab.CIRCUIT_BUGS, **lab.TRAINING_BUGS}[b] for b in on)
                if on else "**No bug on:** both sides show the correct picture.")
     metrics = {
         "EQKE size vs correct (max |entry| ratio)": round(state["EQKE ratio"], 4),

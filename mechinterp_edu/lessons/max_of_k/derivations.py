@@ -19,6 +19,7 @@ from mechinterp_edu.derivations.framework import (
     Derivation,
     Step,
     one_hot_matrix,
+    softmax,
     symbolic_matrix,
 )
 
@@ -173,11 +174,6 @@ CIRCUITS = register(Derivation(
 ))
 
 
-def _softmax(scores):
-    exps = [sp.exp(v) for v in scores]
-    return [e / sum(exps) for e in exps]
-
-
 _s = sp.symbols("s0:3", real=True)
 _c = sp.Symbol("c", real=True)
 _d = sp.Symbol("d", positive=True)
@@ -221,7 +217,7 @@ FACTORS = register(Derivation(
                          "every key position): the P_avg part is counted twice, once in E_bar."),
         Step("softmax_shift",
              r"\mathrm{softmax}(s + c\mathbf{1}) = \mathrm{softmax}(s)",
-             lambda: sp.Matrix(_softmax([v + _c for v in _s])), lambda: sp.Matrix(_softmax(list(_s))),
+             lambda: softmax([v + _c for v in _s]), lambda: softmax(list(_s)),
              explanation="Softmax ignores a constant added to every score of a row, so the raw-W_pos "
                          "EQKP gives the same pattern and the same logits: a logits-only check misses it."),
         Step("rank_one_order",

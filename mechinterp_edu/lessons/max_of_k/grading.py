@@ -8,7 +8,6 @@ known wrong variant with the factor it produces.
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from typing import Any, Callable, Optional
 
@@ -16,6 +15,7 @@ import torch
 
 from mechinterp_edu.course import collector
 from mechinterp_edu.grader.spec import Case, Exercise, Mistake
+from mechinterp_edu.lessons.max_of_k import bug_lab
 from mechinterp_edu.lessons.max_of_k import reference as ref
 
 EXERCISES: list[Exercise] = []
@@ -390,41 +390,6 @@ RANK_ONE_MISTAKES: dict[str, tuple[str, Callable]] = {
 
 
 # --------------------------------------------------------------------------- bug lab
-def _bug_subsets(names) -> list[tuple[str, ...]]:
-    names = list(names)
-    return [combo for r in range(1, len(names) + 1) for combo in itertools.combinations(names, r)]
-
-
-def _circuit_bug_mistakes() -> list[Mistake]:
-    out = []
-    for combo in _bug_subsets(ref.CIRCUIT_BUGS):
-        def fn(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, combo=combo):
-            return ref.buggy_circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, bugs=combo).as_tuple()
-        left = "; ".join(ref.CIRCUIT_BUGS[b] for b in combo)
-        count = f"{len(combo)} bug{'s' if len(combo) > 1 else ''} left"
-        out.append(Mistake(f"bugs left: {', '.join(combo)}", f"{count}: {left}.", fn))
-    return out
-
-
-def _training_bug_mistakes() -> list[Mistake]:
-    out = []
-    for combo in _bug_subsets(ref.TRAINING_BUGS):
-        def fn(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, combo=combo):
-            return ref.training_loss(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, bugs=combo)
-        left = "; ".join(ref.TRAINING_BUGS[b] for b in combo)
-        count = f"{len(combo)} bug{'s' if len(combo) > 1 else ''} left"
-        out.append(Mistake(f"bugs left: {', '.join(combo)}", f"{count}: {left}.", fn))
-
-    def first_position(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U):
-        resid = W_E[tokens] + W_pos[: tokens.shape[-1]]
-        logits = resid[:, 0] @ W_U
-        return torch.nn.functional.cross_entropy(logits, tokens.max(-1).values)
-    out.append(Mistake("logits of the first position",
-                       "logits of the first position: the loss reads the first position; the max is read at the last position, the only "
-                       "one that sees every token.", first_position))
-    return out
-
-
 def loss_cases() -> list[Case]:
     cases = []
     for i, (label, w, info) in enumerate(weight_cases()):
@@ -495,17 +460,17 @@ register_exercise(Exercise(
 ))
 
 register_exercise(Exercise(
-    lesson=LESSON, name="debug_circuits", points=3, reference=ref.debug_circuits,
+    lesson=LESSON, name="debug_circuits", points=3, reference=bug_lab.debug_circuits,
     cases=_cases(KEYS), output="tuple",
     summary="Bug lab: fix buggy_circuits (three bugs) and return (EQKE, EQKP, EU, EVOU, PVOU).",
-    difficulty=2, minutes=20, mistakes=_circuit_bug_mistakes(),
+    difficulty=2, minutes=20, mistakes=bug_lab.circuit_bug_mistakes(),
 ))
 
 register_exercise(Exercise(
-    lesson=LESSON, name="debug_training_loss", points=2, reference=ref.debug_training_loss,
+    lesson=LESSON, name="debug_training_loss", points=2, reference=bug_lab.debug_training_loss,
     cases=loss_cases,
     summary="Bug lab: fix buggy_training_loss (two bugs): cross-entropy of the last position against the max.",
-    difficulty=2, minutes=15, mistakes=_training_bug_mistakes(),
+    difficulty=2, minutes=15, mistakes=bug_lab.training_bug_mistakes(),
 ))
 
 __all__ = ["EQKE_MISTAKES", "EQKP_MISTAKES", "EU_MISTAKES", "EVOU_MISTAKES", "LOGITS_MISTAKES",

@@ -22,6 +22,8 @@ from typing import Any, Iterable, Optional
 import torch
 
 from mechinterp_edu.course import collector
+from mechinterp_edu.lessons.max_of_k import bug_lab
+from mechinterp_edu.lessons.max_of_k import reference as ref
 from mechinterp_edu.models.zoo import ModelSpec, TrainResult
 
 MODELS: list[ModelSpec] = []
@@ -54,7 +56,7 @@ RECIPE: dict[str, Any] = {
     "cpu_threads": 1,       # the matrices are tiny: one thread is fastest and avoids contention
 }
 
-TRAINING_BUGS = ("last_token_target", "sqrt_d_multiplier")
+TRAINING_BUGS = tuple(bug_lab.TRAINING_BUGS)   # names; the reference describes each
 
 
 def build(config: Optional[dict[str, Any]] = None):
@@ -78,11 +80,12 @@ def targets(tokens: torch.Tensor, bugs: Iterable[str] = ()) -> torch.Tensor:
 
 def _forward_last(model, tokens: torch.Tensor, bugs: frozenset[str]) -> torch.Tensor:
     if "sqrt_d_multiplier" in bugs:
-        d_head = model.cfg.d_head
+        # The model divides q . k by sqrt(d_head); scaling q by score_scale * sqrt(d_head) (= d_head)
+        # makes the score q . k * score_scale: the training bug, defined once in the reference.
+        factor = bug_lab.score_scale(model.cfg.d_head, bugs) * math.sqrt(model.cfg.d_head)
 
         def scale_q(q, hook):
-            # q.k / sqrt(d) with q scaled by d  ==  q.k * sqrt(d): the notes' training bug.
-            return q * d_head
+            return q * factor
 
         return model.run_with_hooks(tokens, fwd_hooks=[("blocks.0.attn.hook_q", scale_q)])[:, -1]
     return model(tokens)[:, -1]
@@ -188,17 +191,14 @@ def weights_from_checkpoint(dtype: torch.dtype = torch.float32, path=None) -> di
 def evaluate(model) -> dict[str, float]:
     """Brute-force accuracy over all d_vocab ** n_ctx inputs, sigma1/sigma2 of EQKE, and
     |correlation| of EQKE's size direction with the token index (all computed fresh)."""
-    from mechinterp_edu.lessons.max_of_k import reference as ref
-
     c = ref.circuits_of(model, dtype=torch.float64)
     result = ref.brute_force(c, device=c.EQKE.device)
-    ratio, size_direction, _ = ref.eqke_rank_one(c.EQKE)
-    index = torch.arange(c.d_vocab, dtype=torch.float64, device=size_direction.device)
+    ratio, _, _ = ref.eqke_rank_one(c.EQKE)
     return {
         "accuracy": result.accuracy,
         "n_wrong": float(result.n_wrong),
         "sigma_ratio": ratio,
-        "size_direction_abs_corr": abs(ref.correlation(size_direction, index)),
+        "size_direction_abs_corr": abs(ref.size_direction_correlation(c.EQKE)),
         "brute_force_seconds": result.seconds,
     }
 

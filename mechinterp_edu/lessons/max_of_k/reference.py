@@ -22,45 +22,54 @@ with ``x_q = x[-1]``; this is exact for a model whose biases are zero.
 
 This module is written for speed and batching; ``solutions/04_max_of_k.py`` is the
 step-by-step second implementation. It also holds the brute-force evaluation over all
-``d_vocab ** n_ctx`` inputs, the bug lab's buggy variants, and the ``bench`` provider.
+``d_vocab ** n_ctx`` inputs (the bug lab is in ``bug_lab.py``, the speed figures in ``bench.py``).
 """
 from __future__ import annotations
 
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Iterable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
+
+# Weight shapes (TransformerLens, row vectors)
+WE = Float[Tensor, "d_vocab d_model"]
+WPos = Float[Tensor, "n_ctx d_model"]
+WQK = Float[Tensor, "d_model d_head"]
+WO = Float[Tensor, "d_head d_model"]
+WU = Float[Tensor, "d_model d_vocab"]
 
 Tensor = torch.Tensor
 
 
 # --------------------------------------------------------------------------- circuits
-def mean_diff_positions(W_pos: Tensor) -> tuple[Tensor, Tensor]:
+def mean_diff_positions(W_pos: WPos) -> tuple[Tensor, Tensor]:
     """W_pos [n_ctx, d_model] -> (P_avg [d_model], P_hat [n_ctx, d_model]), W_pos = P_avg + P_hat."""
     P_avg = W_pos.mean(dim=0)
     return P_avg, W_pos - P_avg
 
 
-def _query_embed(W_E: Tensor, W_pos: Tensor) -> Tensor:
+def _query_embed(W_E: WE, W_pos: WPos) -> Tensor:
     """E_q = W_E + W_pos[-1]: every token as it looks at the last (query) position."""
     return W_E + W_pos[-1]
 
 
-def _key_embed(W_E: Tensor, W_pos: Tensor) -> Tensor:
+def _key_embed(W_E: WE, W_pos: WPos) -> Tensor:
     """E_bar = W_E + P_avg."""
     return W_E + W_pos.mean(dim=0)
 
 
-def eqke(W_E: Tensor, W_pos: Tensor, W_Q: Tensor, W_K: Tensor) -> Tensor:
+def eqke(W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK) -> Tensor:
     """Token part of the last position's scores: [d_vocab (query), d_vocab (key)]."""
     q = _query_embed(W_E, W_pos) @ W_Q            # [d_vocab, d_head]
     k = _key_embed(W_E, W_pos) @ W_K              # [d_vocab, d_head]
     return torch.einsum("qh,kh->qk", q, k) / math.sqrt(W_Q.shape[-1])
 
 
-def eqkp(W_E: Tensor, W_pos: Tensor, W_Q: Tensor, W_K: Tensor) -> Tensor:
+def eqkp(W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK) -> Tensor:
     """Position part of the last position's scores: [d_vocab (query), n_ctx (key position)]."""
     _, P_hat = mean_diff_positions(W_pos)
     q = _query_embed(W_E, W_pos) @ W_Q
@@ -68,17 +77,17 @@ def eqkp(W_E: Tensor, W_pos: Tensor, W_Q: Tensor, W_K: Tensor) -> Tensor:
     return torch.einsum("qh,ph->qp", q, k) / math.sqrt(W_Q.shape[-1])
 
 
-def eu(W_E: Tensor, W_pos: Tensor, W_U: Tensor) -> Tensor:
+def eu(W_E: WE, W_pos: WPos, W_U: WU) -> Tensor:
     """Direct path from the query token to the logits: [d_vocab (query), d_vocab (output)]."""
     return _query_embed(W_E, W_pos) @ W_U
 
 
-def evou(W_E: Tensor, W_pos: Tensor, W_V: Tensor, W_O: Tensor, W_U: Tensor) -> Tensor:
+def evou(W_E: WE, W_pos: WPos, W_V: WQK, W_O: WO, W_U: WU) -> Tensor:
     """Token part of the OV circuit: [d_vocab (attended token), d_vocab (output)]."""
     return _key_embed(W_E, W_pos) @ (W_V @ W_O @ W_U)
 
 
-def pvou(W_pos: Tensor, W_V: Tensor, W_O: Tensor, W_U: Tensor) -> Tensor:
+def pvou(W_pos: WPos, W_V: WQK, W_O: WO, W_U: WU) -> Tensor:
     """Position part of the OV circuit: [n_ctx (attended position), d_vocab (output)]."""
     _, P_hat = mean_diff_positions(W_pos)
     return P_hat @ (W_V @ W_O @ W_U)
@@ -112,7 +121,7 @@ class Circuits:
 NAMES = ("EQKE", "EQKP", "EU", "EVOU", "PVOU")
 
 
-def circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> Circuits:
+def circuits(W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO, W_U: WU) -> Circuits:
     return Circuits(eqke(W_E, W_pos, W_Q, W_K), eqkp(W_E, W_pos, W_Q, W_K),
                     eu(W_E, W_pos, W_U), evou(W_E, W_pos, W_V, W_O, W_U), pvou(W_pos, W_V, W_O, W_U))
 
@@ -147,7 +156,7 @@ def circuits_of(model, dtype: torch.dtype = torch.float64,
 
 
 # --------------------------------------------------------------------------- logits
-def logits_from_circuits(tokens: Tensor, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> Tensor:
+def logits_from_circuits(tokens: Tensor, W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO, W_U: WU) -> Tensor:
     """tokens [batch, n_ctx] -> last-position logits [batch, d_vocab], from the five tables."""
     return logits_from_tables(tokens, circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U))
 
@@ -442,102 +451,11 @@ def grid_correct(c: Circuits, last_token: int, dtype: torch.dtype = torch.float3
             return _grid_correct(c, last_token, None, torch.float64)
 
 
-def brute_force_model_loop(model, first_tokens: Optional[Iterable[int]] = None,
-                           dtype: torch.dtype = torch.float64,
-                           device: torch.device | str | None = None) -> BruteForceResult:
-    """Baseline: the model's own forward pass in float64, one batch per value of the first token."""
-    from mechinterp_edu.device import get_device
-
-    device = torch.device(device) if device is not None else get_device()
-    V, n = model.cfg.d_vocab, model.cfg.n_ctx
-    model = model.to(device).to(dtype)
-    firsts = list(range(V)) if first_tokens is None else list(first_tokens)
-    rest = torch.cartesian_prod(*[torch.arange(V, device=device)] * (n - 1)).reshape(-1, n - 1)
-    start = time.perf_counter()
-    n_correct = 0
-    errors = [0] * V
-    with torch.inference_mode():
-        for t0 in firsts:
-            tokens = torch.cat([torch.full_like(rest[:, :1], t0), rest], dim=-1)
-            wrong = ~strictly_correct(model(tokens)[:, -1], tokens.max(-1).values)
-            n_correct += int((~wrong).sum())
-            for g, k in zip(*torch.unique(gaps_of(tokens[wrong]), return_counts=True)):
-                errors[int(g)] += int(k)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    seconds = time.perf_counter() - start
-    totals = gap_totals(V, n) if first_tokens is None else _subset_gap_totals(V, n, torch.tensor(firsts))
-    return BruteForceResult(len(firsts) * rest.shape[0], n_correct, errors, totals, seconds, str(device))
-
-
-# --------------------------------------------------------------------------- bug lab
-CIRCUIT_BUGS = {
-    "divide_by_d_head": "scores divided by d_head instead of sqrt(d_head)",
-    "drop_query_pos": "query embedded as W_E, dropping its positional term W_pos[-1]",
-    "raw_pos_in_eqkp": "EQKP built from raw W_pos instead of P_hat = W_pos - P_avg",
-}
-TRAINING_BUGS = {
-    "last_token_target": "trained to predict the last token instead of the max",
-    "sqrt_d_multiplier": "attention scores multiplied by sqrt(d_head) instead of divided",
-}
-
-
-def buggy_circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U,
-                   bugs: Iterable[str] = tuple(CIRCUIT_BUGS)) -> Circuits:
-    """The five tables with any of the circuit bugs switched on (all three by default)."""
-    bugs = set(bugs)
-    unknown = bugs - set(CIRCUIT_BUGS)
-    if unknown:
-        raise ValueError(f"Unknown circuit bug(s) {sorted(unknown)}; known: {sorted(CIRCUIT_BUGS)}.")
-    d_head = W_Q.shape[-1]
-    scale = d_head if "divide_by_d_head" in bugs else math.sqrt(d_head)
-    P_avg, P_hat = mean_diff_positions(W_pos)
-    E_q = W_E if "drop_query_pos" in bugs else W_E + W_pos[-1]
-    E_bar = W_E + P_avg
-    P_keys = W_pos if "raw_pos_in_eqkp" in bugs else P_hat
-    QK = W_Q @ W_K.T
-    OVU = W_V @ W_O @ W_U
-    return Circuits(E_q @ QK @ E_bar.T / scale, E_q @ QK @ P_keys.T / scale,
-                    E_q @ W_U, E_bar @ OVU, P_hat @ OVU)
-
-
-def training_loss(tokens: Tensor, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U,
-                  bugs: Iterable[str] = ()) -> Tensor:
-    """Mean cross-entropy of the last position's logits against the target (a scalar).
-
-    The forward pass is the full model (causal attention, all positions), written from the
-    weights; ``bugs`` switches on the training bugs of the bug lab.
-    """
-    bugs = set(bugs)
-    unknown = bugs - set(TRAINING_BUGS)
-    if unknown:
-        raise ValueError(f"Unknown training bug(s) {sorted(unknown)}; known: {sorted(TRAINING_BUGS)}.")
-    n = tokens.shape[-1]
-    resid = W_E[tokens] + W_pos[:n]                                 # [batch, n, d_model]
-    q = resid[:, -1] @ W_Q                                          # [batch, d_head]
-    k = resid @ W_K                                                 # [batch, n, d_head]
-    d_head = W_Q.shape[-1]
-    scale = math.sqrt(d_head) if "sqrt_d_multiplier" in bugs else 1.0 / math.sqrt(d_head)
-    scores = torch.einsum("bh,bph->bp", q, k) * scale               # the last position sees all
-    attended = torch.einsum("bp,bpd->bd", scores.softmax(-1), resid @ W_V) @ W_O
-    logits = (resid[:, -1] + attended) @ W_U
-    target = tokens[:, -1] if "last_token_target" in bugs else tokens.max(-1).values
-    return torch.nn.functional.cross_entropy(logits, target)
-
-
-def debug_circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
-    """The bug lab's fixed circuits function: (EQKE, EQKP, EU, EVOU, PVOU), no bug left."""
-    return circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U).as_tuple()
-
-
-def debug_training_loss(tokens: Tensor, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> Tensor:
-    """The bug lab's fixed training loss (a 0-d tensor): max target, scores divided by sqrt(d_head)."""
-    return training_loss(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
-
-
 def random_weights(d_vocab: int = 64, n_ctx: int = 4, d_model: int = 32, d_head: int = 32, seed: int = 0,
                    dtype: torch.dtype = torch.float64, scale: float = 1.0) -> dict[str, Tensor]:
-    """Random single-head weights (entries ~ N(0, scale^2 / d_model)) in the shapes of this lesson."""
+    """Random single-head weights (entries ~ N(0, scale^2 / d_model)) in the shapes of this lesson:
+    no head axis, one scale for every matrix (``scale`` stretches the score range for tests).
+    Lessons 1-3 use :func:`mechinterp_edu.models.toys.random_weights` (head axis, fan-in scales)."""
     gen = torch.Generator().manual_seed(seed)
     shapes = {"W_E": (d_vocab, d_model), "W_pos": (n_ctx, d_model), "W_Q": (d_model, d_head),
               "W_K": (d_model, d_head), "W_V": (d_model, d_head), "W_O": (d_head, d_model),
@@ -551,39 +469,3 @@ def copying_diagonal_fraction(matrix: Tensor) -> float:
     """Fraction of rows whose largest entry sits on the diagonal (1.0 = a clean copier)."""
     rows = matrix.shape[0]
     return float((matrix.argmax(dim=1) == torch.arange(rows, device=matrix.device)).double().mean())
-
-
-# --------------------------------------------------------------------------- bench
-def bench(quick: bool):
-    """Brute force over all inputs via the circuit tables vs the model's own float64 forward
-    pass, one batch per first token (the same inputs in the same run)."""
-    from mechinterp_edu.bench import BenchRow
-    from mechinterp_edu.models.zoo import load_model
-
-    model = load_model("max_of_4", device="cpu")
-    c = circuits_of(model, dtype=torch.float64)
-    firsts = [0] if quick else None
-    scope = "first token 0 only (quick)" if quick else f"all {c.d_vocab ** c.n_ctx:,} inputs"
-    brute_force(c, device="cpu", first_tokens=[0])          # warm-up (allocator, caches)
-    fast = brute_force(c, device="cpu", first_tokens=firsts)
-    slow = brute_force_model_loop(model, first_tokens=firsts, device="cpu")
-    agree = "same" if (fast.n_correct, fast.errors_by_gap) == (slow.n_correct, slow.errors_by_gap) else "DIFFERENT"
-    rows = [BenchRow(
-        f"max_of_4 brute force, circuit tables, float32 chunks, CPU ({scope})", fast.seconds,
-        "model forward, float64, loop over first token", slow.seconds,
-        note=f"accuracy {fast.accuracy:.6%}, {fast.n_wrong} wrong; {agree} count as the baseline; "
-             f"brute force on 1 thread, baseline on {torch.get_num_threads()}")]
-    if torch.cuda.is_available():
-        brute_force(c, device="cuda", first_tokens=[0])
-        gpu = brute_force(c, device="cuda", first_tokens=firsts)
-        gpu_loop = brute_force_model_loop(load_model("max_of_4", device="cuda"), first_tokens=firsts,
-                                          device="cuda")
-        rows.append(BenchRow(f"max_of_4 brute force, circuit tables, GPU ({scope})", gpu.seconds,
-                             "model forward, float64, loop over first token, GPU", gpu_loop.seconds,
-                             note=f"accuracy {gpu.accuracy:.6%}"))
-    return rows
-
-
-__all__ = [name for name in dir() if not name.startswith("_") and name not in {
-    "annotations", "dataclass", "field", "math", "time", "torch", "Iterable", "Optional", "Sequence",
-    "Tensor"}]

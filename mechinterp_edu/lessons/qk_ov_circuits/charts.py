@@ -2,7 +2,7 @@
 QK circuit, FactoredMatrix spectra and the eigenvalue copying score of every head.
 
 Controls: ``model``, ``head``, ``top_k``, ``prompt`` (see the lesson's front matter). Model
-loading and prompt parsing are shared with lesson 1 (:mod:`mechinterp_edu.lessons.tensor_products.charts`).
+loading and prompt parsing are shared with lesson 1 (:mod:`mechinterp_edu.live.toy_setup`).
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ import torch
 
 from mechinterp_edu.charts import bar, heatmap
 from mechinterp_edu.live.registry import LiveChart, chart_decorator
-from mechinterp_edu.lessons.tensor_products.charts import Setup, cached_weights, model_scores_and_logits, with_setup
+from mechinterp_edu.live.toy_setup import Setup, cached_weights, model_scores_and_logits, with_setup
 from mechinterp_edu.lessons.qk_ov_circuits import reference as ref
 
 CHARTS: list[LiveChart] = []

@@ -11,8 +11,7 @@ from itertools import combinations
 import sympy as sp
 
 from mechinterp_edu.course import collector
-from mechinterp_edu.derivations.framework import Derivation, Step, one_hot_matrix, symbolic_matrix
-from mechinterp_edu.lessons.tensor_products.derivations import softmax
+from mechinterp_edu.derivations.framework import Derivation, Step, one_hot_matrix, softmax, symbolic_matrix
 
 DERIVATIONS: list[Derivation] = []
 register = collector(DERIVATIONS)

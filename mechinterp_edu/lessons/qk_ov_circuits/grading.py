@@ -14,9 +14,8 @@ import torch
 
 from mechinterp_edu.course import collector
 from mechinterp_edu.grader.spec import Case, Exercise, Mistake
-from mechinterp_edu.lessons.tensor_products.grading import trained_weights
 from mechinterp_edu.lessons.qk_ov_circuits import reference as ref
-from mechinterp_edu.lessons.tensor_products.reference import random_weights
+from mechinterp_edu.models.toys import random_weights, trained_weights
 
 EXERCISES: list[Exercise] = []
 register_exercise = collector(EXERCISES)
@@ -41,7 +40,7 @@ def weight_cases() -> list[tuple[str, dict[str, torch.Tensor], dict[str, Any]]]:
         out.append((label, w, {"model": f"random (seed {100 + seed})", "d_vocab": v, "d_model": m, "n_heads": h,
                                "d_head": d, "n_ctx": n_ctx, "dtype": str(dtype).replace("torch.", "")}))
     for dtype in (F32, F64):
-        trained = trained_weights(dtype)
+        trained = trained_weights("skip_trigrams", dtype=dtype)
         if trained is None:
             continue
         w, _ = trained

@@ -19,6 +19,15 @@ which :class:`transformer_lens.FactoredMatrix` keeps factored.
 from __future__ import annotations
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
+
+# Weight shapes (TransformerLens, row vectors)
+WE = Float[Tensor, "d_vocab d_model"]
+WPos = Float[Tensor, "n_ctx d_model"]
+WQK = Float[Tensor, "n_heads d_model d_head"]
+WO = Float[Tensor, "n_heads d_head d_model"]
+WU = Float[Tensor, "d_model d_vocab"]
 
 __all__ = [
     "copying_score", "copying_score_from_eigenvalues", "full_ov_circuit", "full_qk_circuit",
@@ -33,7 +42,7 @@ def _check(name: str, tensor: torch.Tensor, ndim: int) -> None:
         raise ValueError(f"{name} must be a {ndim}-D tensor, got {shape}.")
 
 
-def _bilinear(E: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor) -> torch.Tensor:
+def _bilinear(E: torch.Tensor, W_Q: WQK, W_K: WQK) -> torch.Tensor:
     _check("embedding", E, 2)
     _check("W_Q", W_Q, 3)
     _check("W_K", W_K, 3)
@@ -45,17 +54,17 @@ def _bilinear(E: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor) -> torch.Te
     return torch.einsum("hqd,hkd->hqk", q, k)
 
 
-def full_qk_circuit(W_E: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor) -> torch.Tensor:
+def full_qk_circuit(W_E: WE, W_Q: WQK, W_K: WQK) -> torch.Tensor:
     """W_E W_Q^h (W_E W_K^h)^T for every head: [n_heads, d_vocab(query), d_vocab(key)], unscaled."""
     return _bilinear(W_E, W_Q, W_K)
 
 
-def positional_qk(W_pos: torch.Tensor, W_Q: torch.Tensor, W_K: torch.Tensor) -> torch.Tensor:
+def positional_qk(W_pos: WPos, W_Q: WQK, W_K: WQK) -> torch.Tensor:
     """W_pos W_Q^h (W_pos W_K^h)^T: [n_heads, n_ctx(query), n_ctx(key)], unscaled, unmasked."""
     return _bilinear(W_pos, W_Q, W_K)
 
 
-def full_ov_circuit(W_E: torch.Tensor, W_V: torch.Tensor, W_O: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
+def full_ov_circuit(W_E: WE, W_V: WQK, W_O: WO, W_U: WU) -> torch.Tensor:
     """W_E W_V^h W_O^h W_U for every head: [n_heads, d_vocab(source), d_vocab(output)]."""
     _check("W_E", W_E, 2)
     _check("W_V", W_V, 3)
@@ -65,20 +74,20 @@ def full_ov_circuit(W_E: torch.Tensor, W_V: torch.Tensor, W_O: torch.Tensor, W_U
     return torch.einsum("hsd,hdm->hsm", v, W_O) @ W_U
 
 
-def qk_factored(W_E, W_Q, W_K):
+def qk_factored(W_E: WE, W_Q: WQK, W_K: WQK):
     """The full QK circuits as a FactoredMatrix [n_heads, d_vocab, d_vocab] = (W_E W_Q)(W_E W_K)^T."""
     from transformer_lens import FactoredMatrix
     return FactoredMatrix(torch.einsum("vm,hmd->hvd", W_E, W_Q),
                           torch.einsum("vm,hmd->hdv", W_E, W_K))
 
 
-def ov_factored(W_E, W_V, W_O, W_U):
+def ov_factored(W_E: WE, W_V: WQK, W_O: WO, W_U: WU):
     """The full OV circuits as a FactoredMatrix [n_heads, d_vocab, d_vocab] = (W_E W_V)(W_O W_U)."""
     from transformer_lens import FactoredMatrix
     return FactoredMatrix(torch.einsum("vm,hmd->hvd", W_E, W_V), W_O @ W_U)
 
 
-def ov_eigenvalues(W_E, W_V, W_O, W_U) -> torch.Tensor:
+def ov_eigenvalues(W_E: WE, W_V: WQK, W_O: WO, W_U: WU) -> torch.Tensor:
     """Nonzero-spectrum eigenvalues of each full OV circuit: [n_heads, d_head], complex128.
 
     FactoredMatrix computes them from BA = (W_O W_U)(W_E W_V), a d_head x d_head matrix: AB and BA
@@ -104,7 +113,7 @@ def copying_score_from_eigenvalues(eigenvalues: torch.Tensor) -> torch.Tensor:
     return torch.where(den > 0, num / torch.where(den > 0, den, torch.ones_like(den)), torch.zeros_like(den))
 
 
-def copying_score(W_E: torch.Tensor, W_V: torch.Tensor, W_O: torch.Tensor, W_U: torch.Tensor) -> torch.Tensor:
+def copying_score(W_E: WE, W_V: WQK, W_O: WO, W_U: WU) -> torch.Tensor:
     """[n_heads]: sum of the OV circuit's eigenvalues over the sum of their moduli (real, in [-1, 1])."""
     _check("W_E", W_E, 2)
     _check("W_V", W_V, 3)
@@ -113,7 +122,7 @@ def copying_score(W_E: torch.Tensor, W_V: torch.Tensor, W_O: torch.Tensor, W_U: 
     return copying_score_from_eigenvalues(ov_eigenvalues(W_E, W_V, W_O, W_U)).to(W_E.dtype)
 
 
-def qk_score_decomposition(tokens: torch.Tensor, W_E, W_pos, W_Q, W_K) -> dict[str, torch.Tensor]:
+def qk_score_decomposition(tokens: torch.Tensor, W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK) -> dict[str, torch.Tensor]:
     """Split the unscaled, unmasked scores of a prompt into four bilinear terms, each [n_heads, n, n]:
 
     (x_i + p_i) W_QK (x_j + p_j)^T = x_i W_QK x_j^T + x_i W_QK p_j^T + p_i W_QK x_j^T + p_i W_QK p_j^T

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sympy as sp
 
 from mechinterp_edu.course import collector
-from mechinterp_edu.derivations.framework import Derivation, Step, one_hot_matrix, symbolic_matrix
+from mechinterp_edu.derivations.framework import Derivation, Step, one_hot_matrix, softmax, symbolic_matrix
 
 DERIVATIONS: list[Derivation] = []
 register = collector(DERIVATIONS)
@@ -101,16 +101,10 @@ def _lift():
     return with_a - background, a * (OV.row(src) - sp.ones(1, V) * OV / V)
 
 
-def _softmax(z: list) -> sp.Matrix:
-    exps = [sp.exp(v) for v in z]
-    total = sum(exps)
-    return sp.Matrix([[e / total for e in exps]])
-
-
 def _centring():
     z = list(sp.symbols("z0:3", real=True))
     c = sp.Symbol("c", real=True)
-    return _softmax([v + c for v in z]), _softmax(z)
+    return softmax([v + c for v in z]), softmax(z)
 
 
 register(Derivation(

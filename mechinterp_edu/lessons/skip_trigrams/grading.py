@@ -17,7 +17,7 @@ import torch
 from mechinterp_edu.course import collector
 from mechinterp_edu.grader.spec import Case, Exercise, Mistake
 from mechinterp_edu.lessons.skip_trigrams import reference as ref
-from mechinterp_edu.lessons.tensor_products.reference import random_weights
+from mechinterp_edu.models.toys import random_weights
 
 EXERCISES: list[Exercise] = []
 register_exercise = collector(EXERCISES)

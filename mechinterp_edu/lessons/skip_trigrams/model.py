@@ -451,5 +451,5 @@ SPEC = register(ModelSpec(
     train=train,
     evaluate=evaluate,
     headline_metric="accuracy",
-    extra={"vocab": VOCAB, "planted": PLANTED, "bug_trigrams": BUG_TRIGRAMS, "targets": TARGETS},
+    extra={"vocab": VOCAB, "encode": encode, "planted": PLANTED, "bug_trigrams": BUG_TRIGRAMS, "targets": TARGETS},
 ))

@@ -44,6 +44,15 @@ from __future__ import annotations
 import math
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
+
+# Weight shapes (TransformerLens, row vectors)
+WE = Float[Tensor, "d_vocab d_model"]
+WPos = Float[Tensor, "n_ctx d_model"]
+WQK = Float[Tensor, "n_heads d_model d_head"]
+WO = Float[Tensor, "n_heads d_head d_model"]
+WU = Float[Tensor, "d_model d_vocab"]
 
 
 # --------------------------------------------------------------------------- sequences
@@ -75,7 +84,7 @@ def skip_trigrams_at_step(tokens, step: int) -> list[tuple[int, int, int]]:
 
 
 # --------------------------------------------------------------------------- weights
-def _check_head(W_Q: torch.Tensor, head: int) -> int:
+def _check_head(W_Q: WQK, head: int) -> int:
     h = int(head)
     n_heads = W_Q.shape[0]
     if not -n_heads <= h < n_heads:
@@ -83,7 +92,7 @@ def _check_head(W_Q: torch.Tensor, head: int) -> int:
     return h % n_heads
 
 
-def circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> tuple[torch.Tensor, torch.Tensor]:
+def circuits(W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO, W_U: WU) -> tuple[torch.Tensor, torch.Tensor]:
     """(attn [n_heads, B, A], centred ov [n_heads, A, C]) for every head at once."""
     x = W_E + W_pos.mean(dim=0, keepdim=True)                        # [vocab, d_model]
     n_ctx, d_head = W_pos.shape[0], W_Q.shape[-1]
@@ -98,20 +107,20 @@ def circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> tuple[torch.Tensor, torch.T
     return attn, ov
 
 
-def skip_trigram_scores_all(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> torch.Tensor:
+def skip_trigram_scores_all(W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO, W_U: WU) -> torch.Tensor:
     """S for every head: [n_heads, d_vocab(A), d_vocab(B), d_vocab(C)]."""
     attn, ov = circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
     return torch.einsum("hba,hac->habc", attn, ov)
 
 
-def skip_trigram_scores(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, head: int) -> torch.Tensor:
+def skip_trigram_scores(W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO, W_U: WU, head: int) -> torch.Tensor:
     """S[A, B, C] of one head: [d_vocab(A), d_vocab(B), d_vocab(C)]."""
     h = _check_head(W_Q, head)
     sl = slice(h, h + 1)
     return skip_trigram_scores_all(W_E, W_pos, W_Q[sl], W_K[sl], W_V[sl], W_O[sl], W_U)[0]
 
 
-def total_skip_trigram_scores(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> torch.Tensor:
+def total_skip_trigram_scores(W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO, W_U: WU) -> torch.Tensor:
     """The model-level score: per-head scores summed over heads, [A, B, C]."""
     attn, ov = circuits(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U)
     return torch.einsum("hba,hac->abc", attn, ov)
@@ -129,7 +138,7 @@ def rank_triples(total: torch.Tensor, k: int) -> list[tuple[int, int, int]]:
     return list(zip(a.tolist(), (rest // vocab).tolist(), (rest % vocab).tolist()))
 
 
-def top_skip_trigrams(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, k: int) -> list[tuple[int, int, int]]:
+def top_skip_trigrams(W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO, W_U: WU, k: int) -> list[tuple[int, int, int]]:
     """The k (A, B, C) with the largest score summed over heads, best first."""
     return rank_triples(total_skip_trigram_scores(W_E, W_pos, W_Q, W_K, W_V, W_O, W_U), k)
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import sympy as sp
 
 from mechinterp_edu.course import collector
-from mechinterp_edu.derivations.framework import Derivation, Step, one_hot_matrix, symbolic_matrix
+from mechinterp_edu.derivations.framework import Derivation, Step, one_hot_matrix, softmax, symbolic_matrix
 
 DERIVATIONS: list[Derivation] = []
 register = collector(DERIVATIONS)
@@ -34,12 +34,6 @@ def vec_rows(M: sp.Matrix) -> sp.Matrix:
 def vec_cols(M: sp.Matrix) -> sp.Matrix:
     """Column-major vec (the textbook / Fortran order) as a column."""
     return sp.Matrix([M[i, j] for j in range(M.cols) for i in range(M.rows)])
-
-
-def softmax(entries: list) -> sp.Matrix:
-    exps = [sp.exp(e) for e in entries]
-    total = sum(exps)
-    return sp.Matrix([e / total for e in exps])
 
 
 def stochastic_rows(name: str, rows: int, cols: int) -> sp.Matrix:

@@ -14,6 +14,7 @@ import torch
 from mechinterp_edu.course import collector
 from mechinterp_edu.grader.spec import Case, Exercise, Mistake
 from mechinterp_edu.lessons.tensor_products import reference as ref
+from mechinterp_edu.models import toys
 
 EXERCISES: list[Exercise] = []
 register_exercise = collector(EXERCISES)
@@ -38,30 +39,9 @@ def _tokens(n_ctx: int, d_vocab: int, seed: int) -> torch.Tensor:
     return torch.randint(0, d_vocab, (n_ctx,), generator=gen)
 
 
-_TRAINED: dict[torch.dtype, tuple[dict[str, torch.Tensor], torch.Tensor]] = {}
-
-
 def trained_weights(dtype: torch.dtype) -> tuple[dict[str, torch.Tensor], torch.Tensor] | None:
-    """(weights, prompt tokens) of the trained skip_trigrams model, or None if it cannot be loaded.
-    Only successful loads are cached, so a checkpoint written later is picked up."""
-    if dtype not in _TRAINED:
-        loaded = _load_trained(dtype)
-        if loaded is None:
-            return None
-        _TRAINED[dtype] = loaded
-    return _TRAINED[dtype]
-
-
-def _load_trained(dtype: torch.dtype):
-    try:
-        # Read the weights straight from the checkpoint: no bridge, no TransformerLens import
-        # (a test checks these equal the loaded bridge's own weights).
-        from mechinterp_edu.models.checkpoint_weights import attn_only_weights
-        from mechinterp_edu.lessons.skip_trigrams.model import encode
-        weights = attn_only_weights("skip_trigrams", dtype=dtype)
-    except Exception:  # noqa: BLE001 - a missing checkpoint drops these cases, it does not break grading
-        return None
-    return weights, torch.tensor(encode(TRAINED_PROMPT), dtype=torch.long)
+    """(weights, prompt tokens) of the trained skip_trigrams model, or None if it cannot be loaded."""
+    return toys.trained_weights("skip_trigrams", TRAINED_PROMPT, dtype)
 
 
 def model_cases() -> list[tuple[str, dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]]:

@@ -34,20 +34,28 @@ from dataclasses import dataclass
 from typing import Literal, Optional
 
 import torch
+from jaxtyping import Float, Int
+from torch import Tensor
 
 ScaleKind = Literal["sqrt", "none", "d_head"]
+Tokens = Int[Tensor, "... n_ctx"]                       # or a list of ids: check_tokens converts it
+WE = Float[Tensor, "d_vocab d_model"]
+WPos = Float[Tensor, "n_ctx_max d_model"]
+WQK = Float[Tensor, "n_heads d_model d_head"]
+WO = Float[Tensor, "n_heads d_head d_model"]
+WU = Float[Tensor, "d_model d_vocab"]
 
 __all__ = [
     "TOY_SHAPES", "TensorProductTerms", "attention_patterns", "attention_patterns_from_residual",
     "attention_scores", "bias_logit_term", "check_tokens", "forward_logits", "kron_apply",
-    "lesson_model", "model_weights", "notes_outer_apply", "one_hot", "parse_prompt",
+    "model_weights", "notes_outer_apply", "one_hot", "parse_prompt",
     "random_toy_model", "random_weights", "relative_error", "residual_stream",
     "tensor_product_logits", "tensor_product_matrix", "tensor_product_terms", "two_sided_apply",
 ]
 
 
 # --------------------------------------------------------------------------- input checks
-def check_tokens(tokens, W_E: torch.Tensor, W_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+def check_tokens(tokens: Tokens, W_E: WE, W_pos: Optional[WPos] = None) -> Int[Tensor, "... n_ctx"]:
     """Return ``tokens`` as a LongTensor on ``W_E``'s device, or raise a ValueError that says why not."""
     if not isinstance(tokens, torch.Tensor):
         tokens = torch.as_tensor(tokens)
@@ -77,7 +85,7 @@ def _check_heads(W_Q: torch.Tensor, W_K: torch.Tensor, d_model: int) -> None:
         raise ValueError(f"W_Q is {tuple(W_Q.shape)} but the residual stream has d_model = {d_model}.")
 
 
-def one_hot(tokens: torch.Tensor, d_vocab: int, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+def one_hot(tokens: Tokens, d_vocab: int, dtype: torch.dtype = torch.float64) -> Float[Tensor, "... n_ctx d_vocab"]:
     """The token matrix X: [..., n_ctx] ids -> [..., n_ctx, d_vocab] one-hot rows."""
     return torch.nn.functional.one_hot(tokens.long(), d_vocab).to(dtype)
 
@@ -91,13 +99,13 @@ def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
 
 
 # --------------------------------------------------------------------------- attention
-def residual_stream(tokens, W_E: torch.Tensor, W_pos: torch.Tensor) -> torch.Tensor:
+def residual_stream(tokens: Tokens, W_E: WE, W_pos: WPos) -> Float[Tensor, "... n_ctx d_model"]:
     """R = X W_E + W_pos[:n_ctx]: [..., n_ctx, d_model]. The one-hot product is a row lookup."""
     tokens = check_tokens(tokens, W_E, W_pos)
     return W_E[tokens] + W_pos[: tokens.shape[-1]]
 
 
-def attention_scores(tokens, W_E, W_pos, W_Q, W_K, *, b_Q=None, b_K=None, scale: ScaleKind = "sqrt",
+def attention_scores(tokens: Tokens, W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, *, b_Q=None, b_K=None, scale: ScaleKind = "sqrt",
                      causal: bool = True, use_positions: bool = True) -> torch.Tensor:
     """Pre-softmax scores [..., n_heads, n_ctx(dest), n_ctx(src)], masked with -inf above the diagonal."""
     tokens = check_tokens(tokens, W_E, W_pos)
@@ -138,7 +146,8 @@ def attention_patterns_from_residual(resid, W_Q, W_K, *, b_Q=None, b_K=None, sca
     return torch.softmax(scores, dim=-1 if softmax_axis == "key" else -2)
 
 
-def attention_patterns(tokens, W_E, W_pos, W_Q, W_K) -> torch.Tensor:
+def attention_patterns(tokens: Tokens, W_E: WE, W_pos: WPos, W_Q: WQK,
+                       W_K: WQK) -> Float[Tensor, "... n_heads n_ctx n_ctx"]:
     """A^h for every head: [..., n_heads, n_ctx(dest), n_ctx(src)], causal, scaled by 1/sqrt(d_head).
 
     Each row (a destination/query position) sums to 1 over source/key positions <= it.
@@ -177,7 +186,7 @@ class TensorProductTerms:
         return out
 
 
-def tensor_product_terms(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, *,
+def tensor_product_terms(tokens: Tokens, W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO, W_U: WU, *,
                          patterns: Optional[torch.Tensor] = None) -> TensorProductTerms:
     """All tensor-product terms at once (einsum over heads; batch axes on ``tokens`` allowed)."""
     tokens = check_tokens(tokens, W_E, W_pos)
@@ -195,7 +204,8 @@ def tensor_product_terms(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U, *,
     return TensorProductTerms(patterns, tok @ W_U, pos @ W_U, through_head(tok), through_head(pos))
 
 
-def tensor_product_logits(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U) -> torch.Tensor:
+def tensor_product_logits(tokens: Tokens, W_E: WE, W_pos: WPos, W_Q: WQK, W_K: WQK, W_V: WQK, W_O: WO,
+                          W_U: WU) -> Float[Tensor, "... n_ctx d_vocab"]:
     """Logits [..., n_ctx, d_vocab] as the sum of the tensor-product terms (equals the forward pass)."""
     return tensor_product_terms(tokens, W_E, W_pos, W_Q, W_K, W_V, W_O, W_U).total()
 
@@ -229,7 +239,8 @@ def forward_logits(tokens, weights: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- Kronecker products
-def kron_apply(A: torch.Tensor, W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+def kron_apply(A: Float[Tensor, "n_out n_ctx"], W: Float[Tensor, "d_out d_in"],
+               X: Float[Tensor, "n_ctx d_in"]) -> Float[Tensor, "n_out d_out"]:
     """(A (x) W) acting on the token matrix X, through an explicit Kronecker product.
 
     A [n_out, n_ctx] mixes positions, W [d_out, d_in] (paper/column convention: it maps
@@ -249,12 +260,14 @@ def kron_apply(A: torch.Tensor, W: torch.Tensor, X: torch.Tensor) -> torch.Tenso
     return (big @ X.to(dtype).reshape(-1)).reshape(A.shape[0], W.shape[0])
 
 
-def two_sided_apply(A: torch.Tensor, W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+def two_sided_apply(A: Float[Tensor, "... n_out n_ctx"], W: Float[Tensor, "d_out d_in"],
+                    X: Float[Tensor, "... n_ctx d_in"]) -> Float[Tensor, "... n_out d_out"]:
     """A X W^T (batched over leading axes): what (A (x) W) vec(X) is, without building the Kronecker product."""
     return A @ X @ W.transpose(-1, -2)
 
 
-def notes_outer_apply(A: torch.Tensor, W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+def notes_outer_apply(A: Float[Tensor, "n_out n_ctx"], W: Float[Tensor, "d_out d_in"],
+                      X: Float[Tensor, "n_ctx d_in"]) -> Float[Tensor, "n_out d_out"]:
     """The source notes' mistake made shape-valid: ``outer(A, W)`` (= ``np.outer``, which flattens
     both) reshaped straight to the Kronecker product's shape, so the row and column indices of A
     and W are not interleaved. Wrong on purpose; used by the grader's mistake catalogue and the
@@ -265,7 +278,8 @@ def notes_outer_apply(A: torch.Tensor, W: torch.Tensor, X: torch.Tensor) -> torc
     return (wrong @ X.reshape(-1).to(wrong.dtype)).reshape(n_out, p)
 
 
-def tensor_product_matrix(patterns, W_E, W_V, W_O, W_U) -> torch.Tensor:
+def tensor_product_matrix(patterns: Float[Tensor, "n_heads n_ctx n_ctx"], W_E: WE, W_V: WQK, W_O: WO,
+                          W_U: WU) -> Float[Tensor, "n_ctx*d_vocab n_ctx*d_vocab"]:
     """The token part of T as one matrix [n_ctx*d_vocab, n_ctx*d_vocab] (paper convention):
 
         T = Id (x) (W_E W_U)^T + sum_h A^h (x) (W_E W_V^h W_O^h W_U)^T,
@@ -283,61 +297,13 @@ def tensor_product_matrix(patterns, W_E, W_V, W_O, W_U) -> torch.Tensor:
 
 
 # --------------------------------------------------------------------------- models for the lesson
-# Randomly initialised toy shapes offered next to the trained model (1 layer, attention only,
-# no LayerNorm, biases zero, learned positional embeddings).
-TOY_SHAPES: dict[str, dict[str, int]] = {
-    "random-4h": dict(d_vocab=12, d_model=16, n_heads=4, d_head=4, n_ctx=10),
-    "random-8h": dict(d_vocab=20, d_model=32, n_heads=8, d_head=4, n_ctx=12),
-    "random-1h": dict(d_vocab=9, d_model=8, n_heads=1, d_head=8, n_ctx=6),
-}
-
-
-def random_toy_model(shape: str | dict, seed: int = 0, *, biases: bool = False, init_scale: float = 2.0,
-                     dtype: torch.dtype = torch.float32, device=None):
-    """A randomly initialised one-layer attention-only boot_native bridge.
-
-    ``init_scale``: weight std is ``init_scale / sqrt(d_model)`` (2.0 makes attention clearly
-    non-uniform). ``biases=False`` zeroes and freezes every bias (the lesson's model);
-    ``biases=True`` draws them at random (to show what biases add).
-    """
-    from mechinterp_edu.models.native import boot_native_bridge, zero_and_freeze_biases
-
-    dims = TOY_SHAPES[shape] if isinstance(shape, str) else dict(shape)
-    cfg = dict(d_model=dims["d_model"], d_head=dims["d_head"], n_heads=dims["n_heads"], n_layers=1,
-               n_ctx=dims["n_ctx"], d_vocab=dims["d_vocab"], attn_only=True, normalization_type=None,
-               seed=seed, initializer_range=init_scale / math.sqrt(dims["d_model"]))
-    model = boot_native_bridge(cfg)
-    zero_and_freeze_biases(model)
-    if biases:
-        gen = torch.Generator().manual_seed(10_000 + seed)
-        with torch.no_grad():
-            for name, param in model.named_parameters():
-                if name.endswith("bias"):
-                    param.copy_(0.5 * torch.randn(param.shape, generator=gen))
-    model = model.to(dtype)
-    if device is not None:
-        model = model.to(device)
-    model.eval()
-    return model
-
-
-def lesson_model(name: str, dtype: torch.dtype = torch.float32, device=None):
-    """(model, note): the trained ``skip_trigrams`` model or a random toy shape by name.
-
-    If the trained checkpoint cannot be loaded, ``note`` says so in one sentence and a random
-    4-head model stands in. ``note`` is "" otherwise.
-    """
-    if name in TOY_SHAPES:
-        return random_toy_model(name, dtype=dtype, device=device), ""
-    if name != "skip_trigrams":
-        raise ValueError(f"unknown model {name!r}; choose skip_trigrams or one of {sorted(TOY_SHAPES)}.")
-    try:
-        from mechinterp_edu.models.zoo import load_model
-        return load_model("skip_trigrams", device=device or "cpu", dtype=dtype), ""
-    except Exception as exc:  # missing recipe or checkpoint: say so, use a random model
-        note = (f"The trained skip_trigrams model could not be loaded ({type(exc).__name__}: "
-                f"{str(exc).splitlines()[0] if str(exc) else 'no detail'}); showing random-4h instead.")
-        return random_toy_model("random-4h", dtype=dtype, device=device), note
+# Random toy models and random weights live in the model-zoo engine (lessons 1-3 use them).
+from mechinterp_edu.models.toys import (  # noqa: E402,F401
+    TOY_SHAPES,
+    random_toy_model,
+    random_weights,
+)
+from mechinterp_edu.models.toys import load_toy_or_fallback as lesson_model  # noqa: E402,F401
 
 
 def model_weights(model, dtype: torch.dtype = torch.float64, device=None) -> dict[str, torch.Tensor]:
@@ -346,26 +312,7 @@ def model_weights(model, dtype: torch.dtype = torch.float64, device=None) -> dic
     return layer_weights(model, 0, dtype=dtype, device=device)
 
 
-def random_weights(d_vocab: int, d_model: int, n_heads: int, d_head: int, n_ctx_max: int, seed: int = 0,
-                   dtype: torch.dtype = torch.float64, scale: float = 2.0) -> dict[str, torch.Tensor]:
-    """Plain random weights in TransformerLens shapes (no model object): embeddings and W_Q/W_K
-    with std ``scale/sqrt(d_model)`` (non-uniform attention), W_V/W_O/W_U with std 1/sqrt(fan-in)."""
-    gen = torch.Generator().manual_seed(seed)
-
-    def draw(*shape, std):
-        return (torch.randn(*shape, generator=gen, dtype=torch.float64) * std).to(dtype)
-
-    s = scale / math.sqrt(d_model)
-    return {
-        "W_E": draw(d_vocab, d_model, std=s), "W_pos": draw(n_ctx_max, d_model, std=s),
-        "W_Q": draw(n_heads, d_model, d_head, std=s), "W_K": draw(n_heads, d_model, d_head, std=s),
-        "W_V": draw(n_heads, d_model, d_head, std=1 / math.sqrt(d_model)),
-        "W_O": draw(n_heads, d_head, d_model, std=1 / math.sqrt(d_head)),
-        "W_U": draw(d_model, d_vocab, std=1 / math.sqrt(d_model)),
-    }
-
-
-def parse_prompt(text: str, d_vocab: int, n_ctx_max: int) -> torch.Tensor:
+def parse_prompt(text: str, d_vocab: int, n_ctx_max: int) -> Int[Tensor, "n_ctx"]:
     """Space- or comma-separated token ids -> LongTensor, with a message saying what is wrong."""
     parts = str(text or "").replace(",", " ").split()
     if not parts:
