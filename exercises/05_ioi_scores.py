@@ -158,3 +158,83 @@ def share_explained(terms: "Float[Tensor, 'batch 4']", terms_base: "Float[Tensor
     Difficulty 1 (easy), about 10 minutes.
     """
     raise NotImplementedError("not implemented yet")
+
+
+# --------------------------------------------------------------------------- 6. causal evidence
+# The model arrives as a dict `weights` of TransformerLens-shaped, LayerNorm-folded weights:
+#   W_E [d_vocab, d_model], W_pos [n_ctx, d_model], W_Q/W_K/W_V [n_layers, n_heads, d_model, d_head],
+#   b_Q/b_K/b_V [n_layers, n_heads, d_head], W_O [n_layers, n_heads, d_head, d_model], b_O [n_layers, d_model],
+#   W_in [n_layers, d_model, d_mlp], b_in, W_out [n_layers, d_mlp, d_model], b_out, W_U [d_model, d_vocab], b_U.
+# run_model below (given, do not change) runs it; `hook(name, layer, tensor)` is called with
+# name "pattern" ([batch, n_heads, query, key]) and "z" ([batch, seq, n_heads, d_head]) in every layer
+# and may return a replacement tensor (or None to keep it). A head's OUTPUT is z[:, :, head] @ W_O[layer, head].
+def run_model(weights, tokens, hook=None, eps=1e-5):
+    """Given. Returns (logits [batch, seq, d_vocab], zs: list of each layer's z after any edit)."""
+    def layer_norm(x):
+        x = x - x.mean(-1, keepdim=True)
+        return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+    w = weights
+    seq = tokens.shape[1]
+    x = w["W_E"][tokens] + w["W_pos"][:seq]
+    mask = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
+    zs = []
+    for l in range(w["W_Q"].shape[0]):
+        h = layer_norm(x)
+        q = torch.einsum("bsd,hde->bshe", h, w["W_Q"][l]) + w["b_Q"][l]
+        k = torch.einsum("bsd,hde->bshe", h, w["W_K"][l]) + w["b_K"][l]
+        v = torch.einsum("bsd,hde->bshe", h, w["W_V"][l]) + w["b_V"][l]
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
+        pattern = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+        if hook is not None:
+            pattern = _replaced(hook("pattern", l, pattern), pattern)
+        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        if hook is not None:
+            z = _replaced(hook("z", l, z), z)
+        zs.append(z)
+        x = x + torch.einsum("bshe,hed->bsd", z, w["W_O"][l]) + w["b_O"][l]
+        pre = layer_norm(x) @ w["W_in"][l] + w["b_in"][l]
+        gelu = 0.5 * pre * (1 + torch.tanh(math.sqrt(2 / math.pi) * (pre + 0.044715 * pre ** 3)))
+        x = x + gelu @ w["W_out"][l] + w["b_out"][l]
+    return layer_norm(x) @ w["W_U"] + w["b_U"], zs
+
+
+def _replaced(new, old):
+    return old if new is None else new
+
+
+def logit_diff(logits: "Float[Tensor, 'batch seq d_vocab']", end: "Int[Tensor, 'batch']",
+               io: "Int[Tensor, 'batch']", s: "Int[Tensor, 'batch']"):
+    """logit(IO) - logit(S) at each prompt's END position: [batch].
+
+    end[b] is the position of prompt b's last word; it need not be the last index of the tensor.
+
+    Difficulty 1 (easy), about 5 minutes.
+    """
+    raise NotImplementedError("not implemented yet")
+
+
+def ablate_head(weights, tokens: "Int[Tensor, 'batch seq']", end, io, s, layer: int, head: int, mode: str):
+    """The logit difference [batch] after ablating head `layer.head`.
+
+    mode "mean": replace the head's output at every position by its mean over the prompts of this
+    batch at that position; mode "zero": by zero. Everything downstream is rerun (run_model does it).
+
+    Difficulty 2 (medium), about 20 minutes.
+
+    Hints:
+      * First a clean run to get the head's z; then a second run whose hook replaces z[:, :, head].
+      * Ablate the OUTPUT (z), not the attention pattern.
+    """
+    raise NotImplementedError("not implemented yet")
+
+
+def patch_head_output(weights, clean_tokens, corrupt_tokens, end, io, s, layer: int, head: int,
+                      pos: "Int[Tensor, 'batch']"):
+    """The clean prompts' logit difference [batch] (their own io, s) when head `layer.head`'s output
+    at position pos[b] of prompt b comes from the run on corrupt_tokens (the same prompt with IO and
+    S swapped, or replaced by other names). Only that head, only that position.
+
+    Difficulty 2 (medium), about 20 minutes.
+    """
+    raise NotImplementedError("not implemented yet")

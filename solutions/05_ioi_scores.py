@@ -123,3 +123,90 @@ def share_explained(terms, terms_base):
     difference = terms - terms_base                     # [batch, 4]: each term's IO - S1 difference
     total = difference.sum(dim=1)                       # [batch]: the net score difference
     return difference.mean(dim=0) / total.mean()        # ratio of means, not mean of ratios
+
+
+# --------------------------------------------------------------------------- 6. causal evidence
+def run_model(weights, tokens, hook=None, eps=1e-5):
+    """The model's forward pass (given in the exercise file). hook(name, layer, tensor) may replace
+    "pattern" [batch, heads, query, key] or "z" [batch, seq, heads, d_head]. Returns (logits, zs)."""
+    def layer_norm(x):
+        # Recomputed on whatever stream arrives: after an edit, every later LayerNorm sees the edit.
+        x = x - x.mean(-1, keepdim=True)
+        return x / (x.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+
+    w = weights
+    seq = tokens.shape[1]
+    x = w["W_E"][tokens] + w["W_pos"][:seq]
+    mask = torch.ones(seq, seq, dtype=torch.bool, device=x.device).tril()
+    zs = []
+    for l in range(w["W_Q"].shape[0]):
+        h = layer_norm(x)
+        q = torch.einsum("bsd,hde->bshe", h, w["W_Q"][l]) + w["b_Q"][l]
+        k = torch.einsum("bsd,hde->bshe", h, w["W_K"][l]) + w["b_K"][l]
+        v = torch.einsum("bsd,hde->bshe", h, w["W_V"][l]) + w["b_V"][l]
+        scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(q.shape[-1])
+        pattern = scores.masked_fill(~mask, float("-inf")).softmax(-1)
+        if hook is not None:
+            new = hook("pattern", l, pattern)
+            pattern = pattern if new is None else new
+        z = torch.einsum("bhqk,bkhe->bqhe", pattern, v)
+        if hook is not None:
+            new = hook("z", l, z)
+            z = z if new is None else new
+        zs.append(z)
+        x = x + torch.einsum("bshe,hed->bsd", z, w["W_O"][l]) + w["b_O"][l]
+        pre = layer_norm(x) @ w["W_in"][l] + w["b_in"][l]
+        gelu = 0.5 * pre * (1 + torch.tanh(math.sqrt(2 / math.pi) * (pre + 0.044715 * pre ** 3)))
+        x = x + gelu @ w["W_out"][l] + w["b_out"][l]
+    return layer_norm(x) @ w["W_U"] + w["b_U"], zs
+
+
+def logit_diff(logits, end, io, s):
+    rows = torch.arange(logits.shape[0], device=logits.device)
+    # Step 1: each prompt's logits at ITS END position: [batch, d_vocab].
+    at_end = logits[rows, end]
+    # Step 2: pick the IO and the S logit of each prompt and subtract.
+    return at_end[rows, io] - at_end[rows, s]
+
+
+def ablate_head(weights, tokens, end, io, s, layer, head, mode):
+    # Step 1: a clean run, to read the head's z (its output before W_O) on these prompts.
+    _, zs = run_model(weights, tokens)
+    z_head = zs[layer][:, :, head]                            # [batch, seq, d_head]
+    # Step 2: what replaces it: the mean over the PROMPTS at each position, or zero.
+    if mode == "mean":
+        fill = z_head.mean(dim=0)                             # [seq, d_head]
+    else:
+        fill = torch.zeros_like(z_head[0])
+
+    # Step 3: rerun with a hook that swaps in the fill for this one head in this one layer.
+    # Editing z edits the head's output z @ W_O; the attention pattern is left alone.
+    def hook(name, l, tensor):
+        if name != "z" or l != layer:
+            return None
+        tensor = tensor.clone()
+        tensor[:, :, head] = fill
+        return tensor
+
+    logits, _ = run_model(weights, tokens, hook)
+    # Step 4: the new logit difference (every later layer and LayerNorm was recomputed).
+    return logit_diff(logits, end, io, s)
+
+
+def patch_head_output(weights, clean_tokens, corrupt_tokens, end, io, s, layer, head, pos):
+    # Step 1: the corrupted run provides the donor output of this head.
+    _, zs_corrupt = run_model(weights, corrupt_tokens)
+    rows = torch.arange(clean_tokens.shape[0], device=clean_tokens.device)
+    donor = zs_corrupt[layer][rows, pos, head]                # [batch, d_head]: only at pos[b]
+
+    # Step 2: the clean run, with the head's z at pos[b] replaced by the donor.
+    def hook(name, l, tensor):
+        if name != "z" or l != layer:
+            return None
+        tensor = tensor.clone()
+        tensor[rows, pos, head] = donor
+        return tensor
+
+    logits, _ = run_model(weights, clean_tokens, hook)
+    # Step 3: scored against the CLEAN prompt's own IO and S.
+    return logit_diff(logits, end, io, s)

@@ -460,4 +460,12 @@ register_exercise(Exercise(
 def exercise_names() -> list[str]:
     return ["project", "fraction_explained", "score_linear_in_keys", "score_linear_in_queries",
             "decompose_keys", "decompose_queries", "decompose_keys_minus_baseline",
-            "decompose_queries_minus_baseline", "four_terms", "share_explained"]
+            "decompose_queries_minus_baseline", "four_terms", "share_explained",
+            "logit_diff", "ablate_head", "patch_head_output"]
+
+
+# --------------------------------------------------------------------------- causal exercises
+from mechinterp_edu.lessons.ioi_scores.causal_grading import CAUSAL_EXERCISES  # noqa: E402
+
+for _exercise in CAUSAL_EXERCISES:
+    register_exercise(_exercise)
