@@ -238,3 +238,18 @@ def patch_head_output(weights, clean_tokens, corrupt_tokens, end, io, s, layer: 
     Difficulty 2 (medium), about 20 minutes.
     """
     raise NotImplementedError("not implemented yet")
+
+
+# --------------------------------------------------------------------------- 7. the null (optional)
+def parallel_share_null(x_q: "Float[Tensor, 'd']", x_k: "Float[Tensor, 'd']", B: "Float[Tensor, 'd d']",
+                        u: "Float[Tensor, 'draws d']", m: "Float[Tensor, 'draws d']"):
+    """OPTIONAL. The null of the (q along u) x (k along m) share of a bilinear score x_q B x_k^T.
+
+    For each draw n, with u[n] and m[n] random directions (not normalised):
+        share_n = (x_q . û)(x_k . m̂)(û B m̂^T) / (x_q B x_k^T)
+    Return (mean over draws, torch.quantile(share, 0.025), torch.quantile(share, 0.975)).
+    Compare the mean with 1/d^2 and the band with the mean.
+
+    Difficulty 1 (easy), about 10 minutes.
+    """
+    raise NotImplementedError("not implemented yet")

@@ -210,3 +210,18 @@ def patch_head_output(weights, clean_tokens, corrupt_tokens, end, io, s, layer, 
     logits, _ = run_model(weights, clean_tokens, hook)
     # Step 3: scored against the CLEAN prompt's own IO and S.
     return logit_diff(logits, end, io, s)
+
+
+# --------------------------------------------------------------------------- 7. the null (optional)
+def parallel_share_null(x_q, x_k, B, u, m):
+    # Step 1: unit directions (a projection on an unnormalised u is |u|^2 too long).
+    u_hat = u / u.norm(dim=-1, keepdim=True)                 # [draws, d]
+    m_hat = m / m.norm(dim=-1, keepdim=True)
+    # Step 2: per draw, the parallel parts' coefficients and the bilinear form between the directions.
+    a = u_hat @ x_q                                          # x_q . û   [draws]
+    b = m_hat @ x_k                                          # x_k . m̂   [draws]
+    between = ((u_hat @ B) * m_hat).sum(-1)                  # û B m̂^T   [draws]
+    # Step 3: that term's share of the whole bilinear score.
+    share = a * b * between / (x_q @ B @ x_k)
+    # Step 4: its mean (about 1/d^2) and its 95% band (much wider than the mean).
+    return share.mean(), torch.quantile(share, 0.025), torch.quantile(share, 0.975)

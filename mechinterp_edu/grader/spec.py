@@ -67,6 +67,7 @@ class Exercise:
     atol_frac: float = 1e-5       # absolute tolerance as a fraction of max |expected|
     mistakes: list[Mistake] = field(default_factory=list)
     timeout_s: float = 20.0
+    optional: bool = False        # outside the lesson's main path (shown as optional)
 
 
 def exercises_for(lesson: int | str) -> list[Exercise]:

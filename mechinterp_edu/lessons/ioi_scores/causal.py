@@ -190,10 +190,10 @@ def patch_head_output(w: dict[str, Tensor], clean_tokens: Int[Tensor, "batch seq
 
 def head_effects(w: dict[str, Tensor], tokens: Tensor, end: Tensor, io: Tensor, s: Tensor,
                  corrupt_tokens: Optional[Tensor] = None, pos: Optional[Tensor] = None,
-                 ) -> dict[str, Tensor]:
+                 kinds: Optional[tuple[str, ...]] = None) -> dict[str, Tensor]:
     """Every head at once: ``clean`` [batch] and, per head, the new logit difference [n_layers,
     n_heads, batch] under ``mean`` and ``zero`` ablation and (with a corrupted batch) ``patch``
-    at ``pos`` (default END). Each layer's heads run as one stacked batch from that layer on."""
+    at ``pos`` (default END); ``kinds`` picks a subset. Each layer's heads run as one stacked batch from that layer on."""
     n_layers, n_heads = w["W_Q"].shape[:2]
     b = tokens.shape[0]
     resid, clean = run(w, tokens)
@@ -202,7 +202,8 @@ def head_effects(w: dict[str, Tensor], tokens: Tensor, end: Tensor, io: Tensor, 
     pos = end if pos is None else pos
     rows = torch.arange(b)
     rep = lambda t: t.repeat(n_heads, *([1] * (t.ndim - 1)))   # noqa: E731 - [b, ...] -> [h*b, ...]
-    kinds = ["mean", "zero"] + (["patch"] if corrupt is not None else [])
+    if kinds is None:
+        kinds = ("mean", "zero") + (("patch",) if corrupt is not None else ())
     for kind in kinds:
         table = torch.empty(n_layers, n_heads, b, dtype=resid.dtype)
         for layer in range(n_layers):

@@ -161,9 +161,9 @@ with_setup = with_setup_from(setup)
 
 
 def _header(s: Setup) -> str:
-    text = (f"**{s.model_label}**, head **{s.layer}.{s.head}**, score END -> **{s.target}** "
+    """One line naming model, head and prompts; the GPT-2 notice is shown once, by model_status."""
+    return (f"**{s.model_label}**, head **{s.layer}.{s.head}**, score END -> **{s.target}** "
             f"(baseline: END -> S1), {len(s.batch)} prompts.")
-    return (s.note + "\n\n" + text) if s.note else text
 
 
 # --------------------------------------------------------------------------- panels
@@ -205,7 +205,7 @@ def _mean(x: torch.Tensor) -> torch.Tensor:
             "well the toy model does the task.")
 @with_setup
 def model_status(s: Setup):
-    out: list[Any] = [_header(s)]
+    out: list[Any] = [(s.note + "\n\n" + _header(s)) if s.note else _header(s)]
     metrics = dict(getattr(s.model, "zoo_metrics", {}) or {})
     if metrics:
         out.append({"held-out pairs and fillers: accuracy": round(metrics.get("accuracy", float("nan")), 4),
@@ -318,7 +318,9 @@ def ln_recompute(s: Setup):
 def _decomposition(s: Setup, key: str, side: str) -> list[Any]:
     raw = _mean(s.parts[f"{key}_raw"])
     base = _mean(s.parts[f"{key}_base"])
-    dom = float(torch.cat([raw.abs(), base.abs()]).max()) or 1.0
+    # one colour scale for the key- and the query-side panels, which the page compares
+    dom = float(torch.cat([_mean(s.parts[f"{k}_{t}"]).abs() for k in ("keys", "queries")
+                           for t in ("raw", "base")]).max()) or 1.0
     bias = "b_K term" if side == "key" else "b_Q term"
     totals = ref.expected_totals(s.inp)
     return [
@@ -399,8 +401,8 @@ def grid(s: Setup):
                          "mean net score from hook_q, hook_k": float(ref.expected_totals(s.inp)["base"].mean())},
             heatmap(g, title="query component (rows) x key component (columns), minus baseline",
                     x_labels=labels + ["b_K"], y_labels=labels + ["b_Q"], x_title="key component",
-                    y_title="query component", width=min(640, 14 * (len(labels) + 1)),
-                    height=min(640, 14 * (len(labels) + 1)))]
+                    y_title="query component", width="container",
+                    height=max(240, min(900, 22 * (len(labels) + 1))))]
 
 
 @live_chart("ioi_scores.histograms", "Swap one side: scores and probabilities",
@@ -439,3 +441,7 @@ def sum_check(s: Setup):
         rows.append({"decomposition": key, "against": "score" if tag == "raw" else "score - S1 score",
                      "max |sum - real|": err, "within 1e-4": err <= 1e-4})
     return pd.DataFrame(rows)
+
+
+# causal evidence and nulls (lesson package; imported here so the chart registry sees them)
+from mechinterp_edu.lessons.ioi_scores import causal_charts  # noqa: E402,F401

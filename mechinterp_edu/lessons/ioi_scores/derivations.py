@@ -403,7 +403,9 @@ def _pullback_of_a_key():
     return (ln_frozen(c, s) * WK) * f.T, c * (_centring() * WK * f.T) / s
 
 
-register(Derivation(
+# Not shown by the lesson any more (the page keeps to interpretability; docs/lesson5_batched.md
+# explains it): kept unregistered, and tests/test_lesson05_facts.py proves every step.
+BATCHED = (Derivation(
     name="ioi_scores.batched",
     title="Every term from a few dot products per component (how the batched reference works)",
     lesson=5,
@@ -480,3 +482,9 @@ FALSE_STEPS: dict[str, Step] = {
         lambda: _scales_differ()[0], lambda: sp.zeros(1, D_MODEL), method="matrix",
         explanation="False: the same bias vector is divided by two different LayerNorm scales."),
 }
+
+
+# --------------------------------------------------------------------------- nulls
+from mechinterp_edu.lessons.ioi_scores.null_derivations import NULLS  # noqa: E402
+
+register(NULLS)

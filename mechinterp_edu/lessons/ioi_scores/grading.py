@@ -329,7 +329,7 @@ register_exercise(Exercise(
 ))
 
 register_exercise(Exercise(
-    lesson=LESSON, name="fraction_explained", points=1, reference=_fraction, output="float",
+    lesson=LESSON, name="fraction_explained", optional=True, points=1, reference=_fraction, output="float",
     cases=_cases(lambda s: (s["vectors"], s["dirs"])),
     summary="Mean over the batch of |v_par|^2 / |v|^2 (the mean of cos^2 for one direction).",
     difficulty=1, minutes=10,
@@ -364,7 +364,7 @@ register_exercise(Exercise(
 ))
 
 register_exercise(Exercise(
-    lesson=LESSON, name="score_linear_in_queries", points=1, reference=ref.score_linear_in_queries,
+    lesson=LESSON, name="score_linear_in_queries", optional=True, points=1, reference=ref.score_linear_in_queries,
     output="tuple", cases=_cases(lambda s: (s["k"], s["W_Q"], s["b_Q"], s["scale_q"])),
     summary="With k and the query-side LN scale frozen: (map, bias) with score = x_END . map + bias.",
     difficulty=1, minutes=5, mistakes=list(_MAP_MISTAKES),
@@ -387,7 +387,7 @@ register_exercise(Exercise(
 ))
 
 register_exercise(Exercise(
-    lesson=LESSON, name="decompose_queries", points=2, reference=ref.decompose_queries,
+    lesson=LESSON, name="decompose_queries", optional=True, points=2, reference=ref.decompose_queries,
     cases=_cases(lambda s: (s["k"], s["xq_comps"], s["scale_q"], s["W_Q"], s["b_Q"])),
     summary="Score split by query-side component: [batch, n+1], bias term k . b_Q last.",
     difficulty=2, minutes=10,
@@ -412,7 +412,7 @@ register_exercise(Exercise(
 ))
 
 register_exercise(Exercise(
-    lesson=LESSON, name="decompose_queries_minus_baseline", points=2,
+    lesson=LESSON, name="decompose_queries_minus_baseline", optional=True, points=2,
     reference=ref.decompose_queries_minus_baseline,
     cases=_cases(lambda s: (s["k"], s["k_base"], s["xq_comps"], s["scale_q"], s["W_Q"], s["b_Q"])),
     summary="The same difference split by query component: key k - k_base frozen; the b_Q term stays.",
@@ -441,7 +441,7 @@ register_exercise(Exercise(
 ))
 
 register_exercise(Exercise(
-    lesson=LESSON, name="share_explained", points=1, reference=ref.share_explained,
+    lesson=LESSON, name="share_explained", optional=True, points=1, reference=ref.share_explained,
     cases=_cases(_share_args),
     summary="Share of the net (IO - S1) score difference carried by each of the four terms: [4].",
     difficulty=1, minutes=10,
@@ -461,11 +461,12 @@ def exercise_names() -> list[str]:
     return ["project", "fraction_explained", "score_linear_in_keys", "score_linear_in_queries",
             "decompose_keys", "decompose_queries", "decompose_keys_minus_baseline",
             "decompose_queries_minus_baseline", "four_terms", "share_explained",
-            "logit_diff", "ablate_head", "patch_head_output"]
+            "logit_diff", "ablate_head", "patch_head_output", "parallel_share_null"]
 
 
 # --------------------------------------------------------------------------- causal exercises
 from mechinterp_edu.lessons.ioi_scores.causal_grading import CAUSAL_EXERCISES  # noqa: E402
+from mechinterp_edu.lessons.ioi_scores.null_grading import NULL_EXERCISES  # noqa: E402
 
-for _exercise in CAUSAL_EXERCISES:
+for _exercise in CAUSAL_EXERCISES + NULL_EXERCISES:
     register_exercise(_exercise)
