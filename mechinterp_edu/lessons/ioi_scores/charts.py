@@ -53,7 +53,13 @@ def _model(name: str) -> tuple[Any, str]:
                 return load_gpt2_small(device=get_device()), ""
         except GPT2Unavailable as exc:
             note = str(exc)
-    from mechinterp_edu.models.zoo import load_model
+    from mechinterp_edu.models.zoo import CheckpointError, load_model
+    if name not in ("ioi_small", "gpt2_small"):       # another zoo model with a word vocabulary
+        try:
+            with contextlib.redirect_stdout(io.StringIO()):
+                return load_model(name, device=get_device()), ""
+        except (CheckpointError, KeyError, ValueError) as exc:
+            note = f"The model {name} cannot be loaded here ({exc}); the page uses ioi_small."
     with contextlib.redirect_stdout(io.StringIO()):   # the bridge prints device/dtype moves
         return load_model("ioi_small", device=get_device()), note
 
@@ -92,13 +98,18 @@ def _int(ctx, key, default, lo, hi) -> int:
 
 def _params(ctx: dict[str, Any]) -> tuple[str, str, str, int, int, str]:
     model = str(ctx.get("model") or "ioi_small")
-    model = model if model in MODELS else "ioi_small"
+    model = model if model in MODELS or _in_zoo(model) else "ioi_small"
     target = str(ctx.get("target") or "IO")
     target = target if target in TARGETS else "IO"
     split = str(ctx.get("split") or "test")
     split = split if split in SPLITS else "test"
     return (model, str(ctx.get("head") or "auto").strip(), target, _int(ctx, "batch", 64, 1, 512),
             _int(ctx, "seed", 0, 0, 10**6), split)
+
+
+def _in_zoo(name: str) -> bool:
+    from mechinterp_edu.models.zoo import list_models
+    return any(spec.name == name for spec in list_models())
 
 
 class HeadChoiceError(InputProblem):
@@ -141,7 +152,8 @@ def _strongest_head(model, cache, batch, target) -> tuple[int, int]:
 @functools.lru_cache(maxsize=8)
 def _setup(model_name: str, head_text: str, target: str, n: int, seed: int, split: str) -> Setup:
     model, note = _model(model_name)
-    label = "GPT-2 small" if getattr(model, "ioi_vocab", None) is None else "ioi_small (toy)"
+    label = ("GPT-2 small" if getattr(model, "ioi_vocab", None) is None
+             else f"{getattr(model, 'zoo_name', None) or 'ioi_small'} (toy)")
     batch = _encode(model, ioi_data.sample_prompts(n, split, seed=seed))
     cache = ref.run_with_cache(model, batch.tokens)
     batch = batch.to(cache["hook_embed"].device)
