@@ -50,11 +50,11 @@ def _affine_map(frozen, W, b, scale):
     d_model, d_head = W.shape
     # score = (LN*(x) W + b) . f / sqrt(d_head)
     #       = LN*(x) . (W f) / sqrt(d_head)  +  b . f / sqrt(d_head)
-    # LN*(x) = x P / s with the centring matrix P = I - 11^T/d (symmetric), so
-    #       LN*(x) . r = x . (P r) / s.
-    P = torch.eye(d_model, dtype=W.dtype, device=W.device) - 1.0 / d_model
+    # LN*(x) = x C / s with the centring matrix C = I - 11^T/d (symmetric), so
+    #       LN*(x) . r = x . (C r) / s.
+    C = torch.eye(d_model, dtype=W.dtype, device=W.device) - 1.0 / d_model
     r = frozen @ W.T / math.sqrt(d_head)                       # [batch, d_model]: rows are (W f)^T
-    linear_map = (r @ P) / scale[:, None]                      # P symmetric: r P = (P r^T)^T
+    linear_map = (r @ C) / scale[:, None]                      # C symmetric: r C = (C r^T)^T
     bias = (frozen * b).sum(-1) / math.sqrt(d_head)
     return linear_map, bias
 

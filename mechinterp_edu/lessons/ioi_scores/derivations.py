@@ -1,8 +1,8 @@
 """Lesson 5 derivations: the attention score as a bilinear form, LayerNorm, baselines, projections.
 
 Small explicit sizes keep sympy fast: d_model = 3, d_head = 2, row vectors. ``LN*`` is
-LayerNorm with its scale ``s`` frozen (a symbol): LN*(x) = x P / s with the centring matrix
-P = I - 11^T/d. All steps prove; the false steps the lesson warns about (recomputing LayerNorm
+LayerNorm with its scale ``s`` frozen (a symbol): LN*(x) = x C / s with the centring matrix
+C = I - 11^T/d. All steps prove; the false steps the lesson warns about (recomputing LayerNorm
 per component, the 1/d^2 chance level) are exercised in the tests, where they must fail.
 """
 from __future__ import annotations
@@ -120,7 +120,7 @@ register(Derivation(
              explanation="With the LayerNorm scale s frozen, LN*(x) = xP/s is linear, so each residual "
                          "component gets its own term and the terms (plus the bias) add up to the score."),
         Step("centring_on_the_map",
-             r"\mathrm{LN}^*(x)\cdot r = x \cdot (P r^\top) / s",
+             r"\mathrm{LN}^*(x)\cdot r = x \cdot (C r^\top) / s",
              lambda: _centring_on_the_map()[0], lambda: _centring_on_the_map()[1], method="matrix",
              explanation="P is symmetric, so the centring can be moved onto the linear map: the map on "
                          "the raw residual is (r - mean(r)) / s."),
@@ -201,7 +201,7 @@ register(Derivation(
              explanation="The key bias is the same vector at every position, so the frozen query's "
                          "bias term q b_K^T appears in both scores and cancels exactly."),
         Step("scales_differ",
-             r"\mathrm{LN}^*_{IO}(b) - \mathrm{LN}^*_{S1}(b) = bP\,\frac{s_{S1}-s_{IO}}{s_{IO}s_{S1}}",
+             r"\mathrm{LN}^*_{IO}(b) - \mathrm{LN}^*_{S1}(b) = bC\,\frac{s_{S1}-s_{IO}}{s_{IO}s_{S1}}",
              lambda: _scales_differ()[0], lambda: _scales_differ()[1], method="matrix",
              explanation="A bias written into the residual stream (b_O, an MLP's output bias) is the same "
                          "vector at IO and S1, but each position divides by its own LayerNorm scale: "
@@ -274,15 +274,15 @@ register(Derivation(
              lambda: _dot(_vec("u"), _vec("u")) * _parallel(_vec("v"), _vec("u")), method="matrix",
              explanation="Forgetting to normalise u scales the 'projection' by |u|^2."),
         Step("projector_idempotent",
-             r"P = D^\top (D D^\top)^{-1} D:\quad P^2 = P",
+             r"\Pi_D = D^\top (D D^\top)^{-1} D:\quad \Pi_D^2 = \Pi_D",
              lambda: _projector(_directions()) ** 2, lambda: _projector(_directions()),
              explanation="Projection onto the span of k (not necessarily orthogonal) directions, the rows of D."),
         Step("projector_trace",
-             r"\operatorname{tr} P = k = 2",
+             r"\operatorname{tr} \Pi_D = k = 2",
              lambda: _projector(_directions()).trace(), lambda: sp.Integer(2),
              explanation="A projector's trace is the dimension it projects onto."),
         Step("chance_k_over_d",
-             r"\mathbb{E}\Big[\frac{v^\top P v}{|v|^2}\Big] = \operatorname{tr}\big(P\,\tfrac{I}{d}\big) = \frac{k}{d}",
+             r"\mathbb{E}\Big[\frac{v^\top \Pi_D v}{|v|^2}\Big] = \operatorname{tr}\big(\Pi_D\,\tfrac{I}{d}\big) = \frac{k}{d}",
              lambda: (_projector(_directions()) * sp.eye(D_MODEL) / D_MODEL).trace(),
              lambda: sp.Rational(2, D_MODEL),
              explanation="For a direction uniform on the sphere E[v v^T/|v|^2] = I/d, so k random "
@@ -421,7 +421,7 @@ BATCHED = (Derivation(
              explanation="A parallel part needs only its coefficient: its image is that coefficient "
                          "times one image of the direction, computed once per prompt."),
         Step("pullback",
-             r"\mathrm{LN}^*(c)\,W_K\cdot f = c\cdot\frac{P W_K f^\top}{s}",
+             r"\mathrm{LN}^*(c)\,W_K\cdot f = c\cdot\frac{C W_K f^\top}{s}",
              lambda: _pullback_of_a_key()[0], lambda: _pullback_of_a_key()[1], method="matrix",
              explanation="Any frozen d_head vector f becomes one vector on d_model, so a component's "
                          "term is a single dot product with the raw component."),
