@@ -3,6 +3,7 @@ each catalogued mistake, and the causal claims the lesson text makes hold on the
 from __future__ import annotations
 
 import contextlib
+import re
 import io
 
 import pytest
@@ -14,6 +15,7 @@ from mechinterp_edu.lessons.ioi_scores import causal as C
 torch.set_num_threads(1)
 LESSON = get_lesson(5)
 CAUSAL = ("logit_diff", "ablate_head", "patch_head_output")
+NULL = ("parallel_share_null",)
 
 
 @pytest.fixture(scope="module")
@@ -111,9 +113,9 @@ def _grade(source: str, exercises):
 
 
 def test_solution_full_marks_and_stubs_zero_on_the_causal_exercises():
-    report = _grade(LESSON.solution_path.read_text(), CAUSAL)
+    report = _grade(LESSON.solution_path.read_text(), CAUSAL + NULL)
     assert report.score == report.max_score > 0, [(r.exercise, r.feedback) for r in report.results]
-    stubs = _grade(LESSON.exercise_path.read_text(), CAUSAL)
+    stubs = _grade(LESSON.exercise_path.read_text(), CAUSAL + NULL)
     assert stubs.score == 0
 
 
@@ -269,6 +271,16 @@ def patch_head_output(weights, clean_tokens, corrupt_tokens, end, io, s, layer, 
             return t
     return logit_diff(run_model(weights, clean_tokens, hook)[0], end, io, s)
 '''),
+    ("parallel_share_null", "a chance level of 1/d^2", '''
+def parallel_share_null(x_q, x_k, B, u, m):
+    chance = torch.tensor(1.0 / x_q.shape[-1] ** 2, dtype=x_q.dtype)
+    return chance, chance, chance
+'''),
+    ("parallel_share_null", "projecting on an unnormalised direction", '''
+def parallel_share_null(x_q, x_k, B, u, m):
+    share = (u @ x_q) * (m @ x_k) * ((u @ B) * m).sum(-1) / (x_q @ B @ x_k)
+    return share.mean(), torch.quantile(share, 0.025), torch.quantile(share, 0.975)
+'''),
     ("patch_head_output", "forgetting that LayerNorm is recomputed", _FROZEN_RUN + '''
 def patch_head_output(weights, clean_tokens, corrupt_tokens, end, io, s, layer, head, pos):
     _, zc = run_model(weights, corrupt_tokens)
@@ -288,14 +300,17 @@ def patch_head_output(weights, clean_tokens, corrupt_tokens, end, io, s, layer, 
 def test_every_causal_mistake_differs_from_the_reference_and_has_an_edit():
     from mechinterp_edu.grader.spec import exercises_for
 
-    exercises = {e.name: e for e in exercises_for(5) if e.name in CAUSAL}
-    assert set(exercises) == set(CAUSAL)
+    exercises = {e.name: e for e in exercises_for(5) if e.name in CAUSAL + NULL}
+    assert set(exercises) == set(CAUSAL + NULL)
     for exercise in exercises.values():
         cases = exercise.cases()
-        assert any("ioi_small" in c.label for c in cases)
+        assert exercise.name in NULL or any("ioi_small" in c.label for c in cases)
         for mistake in exercise.mistakes:
-            assert any(float((exercise.reference(*c.args) - mistake.fn(*c.args)).abs().max()) > 1e-3
-                       for c in cases), f"{exercise.name}: {mistake.name!r} equals the reference on every case"
+            def gap(c):
+                want, wrong = exercise.reference(*c.args), mistake.fn(*c.args)
+                pairs = zip(want, wrong) if isinstance(want, tuple) else [(want, wrong)]
+                return max(float((torch.as_tensor(a) - torch.as_tensor(b)).abs().max()) for a, b in pairs)
+            assert any(gap(c) > 1e-3 for c in cases), f"{exercise.name}: {mistake.name!r} equals the reference"
     assert {(e, m) for e, m, _ in MISTAKE_EDITS} == {(e.name, m.name) for e in exercises.values()
                                                       for m in e.mistakes}
 
@@ -306,3 +321,15 @@ def test_grader_names_each_causal_mistake(exercise, mistake, edit):
     (result,) = _grade(source, [exercise]).results
     assert not result.passed
     assert mistake.lower() in result.feedback.lower(), f"expected {mistake!r}; got:\n{result.feedback}"
+
+
+def test_main_path_has_at_most_eight_exercises_and_the_rest_are_optional():
+    from mechinterp_edu.grader.spec import exercises_for
+
+    exercises = exercises_for(5)
+    main = [e.name for e in exercises if not e.optional]
+    assert len(main) <= 8, main
+    assert {"logit_diff", "ablate_head", "patch_head_output"} <= set(main)
+    text = LESSON.source_path.read_text()
+    intro = text.split("**Optional:**")[1].split("::")[0]
+    assert {e.name for e in exercises if e.optional} == set(re.findall(r"`(\w+)`", intro))

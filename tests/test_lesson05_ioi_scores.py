@@ -67,7 +67,7 @@ def test_every_derivation_step_proves():
     mine = [d for d in all_derivations() if d.lesson == 5]
     assert {d.name for d in mine} >= {"ioi_scores.bilinear", "ioi_scores.layernorm", "ioi_scores.baseline",
                                       "ioi_scores.projection", "ioi_scores.four_terms",
-                                      "ioi_scores.batched"}
+                                      "ioi_scores.nulls"}
     for derivation in mine:
         for result in check(derivation):
             assert result.passed, f"{derivation.name}:{result.step}: {result.detail}"
@@ -390,8 +390,8 @@ def share_explained(terms, terms_base):
 def test_catalogue_covers_the_issue_and_every_mistake_differs_from_the_reference():
     from mechinterp_edu.grader.spec import exercises_for
 
-    # the causal exercises have their own catalogue test (tests/test_lesson05_causal.py)
-    causal = {"logit_diff", "ablate_head", "patch_head_output"}
+    # the causal and null exercises have their own catalogue test (tests/test_lesson05_causal.py)
+    causal = {"logit_diff", "ablate_head", "patch_head_output", "parallel_share_null"}
     exercises = {e.name: e for e in exercises_for(5) if e.name not in causal}
     names = {m.name for e in exercises.values() for m in e.mistakes}
     assert {"recomputing LN per component", "forgetting the bias term", "subtracting the baseline on the bias",
