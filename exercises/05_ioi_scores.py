@@ -12,6 +12,9 @@ Conventions (one head of one layer; row vectors, x @ W):
     q = LN*(x_END) W_Q + b_Q,  k = LN*(x_IO) W_K + b_K,  score = q . k / sqrt(d_head)
     components [batch, n, d_model]: pieces of the residual stream (head outputs, MLP outputs,
                     embeddings, biases) that add up to it.
+Sections 1-5 decompose a score; section 6 (causal evidence) gives you `run_model`, a complete
+forward pass with hooks, and asks for interventions on one head; section 7 is an optional null.
+Exercises marked OPTIONAL in their docstring are outside the lesson's main path.
 Work in the dtype of the inputs and on their device. Only torch, numpy, einops, math and
 transformer_lens may be imported here.
 """
@@ -39,7 +42,7 @@ def project(vectors: "Float[Tensor, 'batch d']", directions: "Float[Tensor, 'bat
 
 
 def fraction_explained(vectors: "Float[Tensor, 'batch d']", directions: "Float[Tensor, 'batch k d']") -> float:
-    """The mean over the batch of |parallel|^2 / |vector|^2, as a Python float.
+    """OPTIONAL. The mean over the batch of |parallel|^2 / |vector|^2, as a Python float.
 
     For one direction this is the mean of cos^2. For k directions drawn at random in d
     dimensions it is k/d on average: compare your numbers with that chance level.
@@ -68,7 +71,7 @@ def score_linear_in_keys(q: "Float[Tensor, 'batch d_head']", W_K: "Float[Tensor,
 
 def score_linear_in_queries(k: "Float[Tensor, 'batch d_head']", W_Q: "Float[Tensor, 'd_model d_head']",
                             b_Q: "Float[Tensor, 'd_head']", scale: "Float[Tensor, 'batch']"):
-    """The same with the key k frozen: score = x_END . map + bias. Returns (map, bias).
+    """OPTIONAL. The same with the key k frozen: score = x_END . map + bias. Returns (map, bias).
 
     Difficulty 1 (easy), about 5 minutes.
     """
@@ -92,7 +95,7 @@ def decompose_keys(q: "Float[Tensor, 'batch d_head']", components: "Float[Tensor
 def decompose_queries(k: "Float[Tensor, 'batch d_head']", components: "Float[Tensor, 'batch n d_model']",
                       scale: "Float[Tensor, 'batch']", W_Q: "Float[Tensor, 'd_model d_head']",
                       b_Q: "Float[Tensor, 'd_head']"):
-    """The score split by query-side component (components at END): [batch, n + 1], with the
+    """OPTIONAL. The score split by query-side component (components at END): [batch, n + 1], with the
     bias term k . b_Q / sqrt(d_head) last.
 
     Difficulty 2 (medium), about 10 minutes.
@@ -121,7 +124,7 @@ def decompose_queries_minus_baseline(k: "Float[Tensor, 'batch d_head']", k_base:
                                      components: "Float[Tensor, 'batch n d_model']",
                                      scale: "Float[Tensor, 'batch']", W_Q: "Float[Tensor, 'd_model d_head']",
                                      b_Q: "Float[Tensor, 'd_head']"):
-    """The same difference split by query-side component: [batch, n + 1], bias term last.
+    """OPTIONAL. The same difference split by query-side component: [batch, n + 1], bias term last.
 
     k: the key at IO, k_base: the key at S1 (both from the cache).
 
@@ -150,7 +153,7 @@ def four_terms(x_q: "Float[Tensor, 'batch d_model']", scale_q: "Float[Tensor, 'b
 
 
 def share_explained(terms: "Float[Tensor, 'batch 4']", terms_base: "Float[Tensor, 'batch 4']"):
-    """The share of the net IO - S1 score difference carried by each of the four terms: [4].
+    """OPTIONAL. The share of the net IO - S1 score difference carried by each of the four terms: [4].
 
     terms: four_terms with the key at IO; terms_base: with the key at S1. Use
     mean over prompts of (term - term_base) divided by mean over prompts of the total difference.

@@ -4,6 +4,9 @@ Written to be read step by step; the fast, batched versions live in
 mechinterp_edu/reference/ioi_scores.py (a different implementation: the tests check that the
 two agree, and that every decomposition adds up to the model's own score from hook_q, hook_k).
 
+Sections 6-7 (causal evidence, the null) have their fast versions and a hook-based second
+implementation in mechinterp_edu/lessons/ioi_scores/causal.py and nulls.py.
+
 Conventions: row vectors, W_Q, W_K [d_model, d_head]; scale [batch] is the LayerNorm scale
 frozen from the cache; LN*(x) = (x - mean(x)) / scale.
 """

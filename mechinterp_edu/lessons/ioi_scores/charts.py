@@ -28,6 +28,7 @@ from mechinterp_edu.charts import bar, heatmap, histogram
 from mechinterp_edu.live.inputs import InputProblem, with_setup_from
 from mechinterp_edu.live.registry import LiveChart, chart_decorator
 from mechinterp_edu.lessons.ioi_scores import data as ioi_data
+from mechinterp_edu.lessons.ioi_scores import nulls
 from mechinterp_edu.lessons.ioi_scores import reference as ref
 
 CHARTS: list[LiveChart] = []
@@ -274,8 +275,11 @@ def projections(s: Setup):
             continue
         par, _ = ref.project(v, inp.u)
         cos = par.norm(dim=-1) / v.norm(dim=-1)
+        null = nulls.cos2_null(v, k=1)
         rows.append({"component": label,
                      "fraction along W_U[IO] (mean cos^2)": float(ref.fraction_explained(v, inp.u)),
+                     "null: random direction, mean": null["mean"],
+                     "null 95% band": f"{null['lo']:.4f} to {null['hi']:.4f}",
                      "fraction along W_U[IO], W_U[S]": float(ref.fraction_explained(v, both)),
                      "(mean |cos|)^2 (wrong)": float(cos.mean() ** 2),
                      "chance, 1 direction (1/d)": ref.chance_level(d, 1),
@@ -339,6 +343,7 @@ def _decomposition(s: Setup, key: str, side: str) -> list[Any]:
         _header(s),
         {"mean score END -> target": float(totals["raw"].mean()),
          "mean net score (target - S1)": float(totals["base"].mean()),
+         "per-prompt sd of the net score": float(totals["base"].std()),
          "max |sum of terms - score|": float(max((s.parts[f"{key}_raw"].sum(-1) - totals["raw"]).abs().max(),
                                                  (s.parts[f"{key}_base"].sum(-1) - totals["base"]).abs().max()))},
         _panel(raw, s, f"{side} side, score END -> {s.target}", bias, dom),
@@ -388,17 +393,22 @@ def four_terms(s: Setup):
     totals = fk.sum(-1)                      # [b, 4]
     shares = ref.share_explained(totals, torch.zeros_like(totals))
     d = s.inp.u.shape[-1]
+    null = nulls.four_term_null(s.inp)
     table = pd.DataFrame({"term": list(ref.TERM_NAMES),
                           "mean value": totals.mean(0).tolist(),
-                          "share of the net difference": shares.tolist()})
+                          "per-prompt sd": totals.std(0).tolist(),
+                          "share of the net difference": shares.tolist(),
+                          "null share: mean": [null[n]["mean"] for n in ref.TERM_NAMES],
+                          "null share: 95% band": [f"{null[n]['lo']:.3g} to {null[n]['hi']:.3g}"
+                                                   for n in ref.TERM_NAMES]})
     dom = float(torch.cat([_mean(fk).abs().flatten(), _mean(fq).abs().flatten()]).max()) or 1.0
     key_panels = [_panel(_mean(fk)[t], s, f"by key component: {ref.TERM_NAMES[t]}", "b_K term", dom)
                   for t in range(4)]
     query_panels = [_panel(_mean(fq)[t], s, f"by query component: {ref.TERM_NAMES[t]}", "b_Q term", dom)
                     for t in range(4)]
     return [_header(s),
-            f"For scale: a random direction would keep on average 1/d = {1 / d:.4f} of a side's squared "
-            "norm in its ∥ part (d = d_model), not 1/d^2.",
+            f"The null: the same shares with W_U[IO] and MLP0 replaced by random directions (d = {d}); "
+            f"the (q∥)·(k∥) share then averages about 1/d^2 = {1 / d ** 2:.2e} but scatters far more widely.",
             table, alt.vconcat(*key_panels), alt.vconcat(*query_panels)]
 
 
