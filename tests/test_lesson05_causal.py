@@ -90,6 +90,26 @@ def test_patching_the_clean_run_into_itself_changes_nothing(bridge, batches, lay
         assert (same - base).abs().max() < 1e-5 and (hooked - base).abs().max() < 1e-4
 
 
+@pytest.mark.parametrize("sender,receiver", [((0, 1), (1, 0)), ((1, 0), (2, 2)), ((0, 3), (2, 1))])
+def test_path_patching_into_a_query_agrees_with_hooks_and_is_a_no_op_on_the_clean_run(bridge, batches, sender,
+                                                                                     receiver):
+    clean, corrupt = batches["replace"]
+    w = C.weights_of(bridge)
+    fast = C.path_patch_query(w, clean.tokens, corrupt.tokens, *_args(clean), sender, receiver)
+    hooked = C.path_patch_query_hooked(bridge, clean.tokens, corrupt.tokens, *_args(clean), sender, receiver)
+    assert (fast - hooked).abs().max() < 1e-4
+    same = C.path_patch_query(w, clean.tokens, clean.tokens, *_args(clean), sender, receiver)
+    assert (same - C.clean_logit_diff(w, clean.tokens, *_args(clean))).abs().max() < 1e-5
+    # the sender's change really reaches the receiver's query (the edit is not silently dropped)
+    _, cache = C.run(w, clean.tokens)
+    _, bad = C.run(w, corrupt.tokens)
+    rows = torch.arange(len(clean))
+    end = clean.positions["END"]
+    assert (bad[f"z.{sender[0]}"][rows, end, sender[1]] - cache[f"z.{sender[0]}"][rows, end, sender[1]]).abs().max() > 1e-3
+    with pytest.raises(C.CausalInputError, match="earlier layer"):
+        C.path_patch_query(w, clean.tokens, corrupt.tokens, *_args(clean), receiver, sender)
+
+
 def test_swapped_prompt_answers_the_other_name(bridge, batches):
     clean, corrupt = batches["swap"]
     assert torch.equal(corrupt.io_tokens, clean.s_tokens) and torch.equal(corrupt.s_tokens, clean.io_tokens)

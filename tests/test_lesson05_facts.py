@@ -84,7 +84,8 @@ def test_logit_difference_facts_from_the_bridges_logits(fx, bridge, data):
     end = clean.positions["END"]
     with torch.no_grad():
         logits = bridge(clean.tokens)[rows, end]
-        ld = logits[rows, clean.io_tokens] - logits[rows, clean.s_tokens]
+        lg = bridge(swapped.tokens)[rows, end]
+    ld = logits[rows, clean.io_tokens] - logits[rows, clean.s_tokens]
     assert fx["ld_mean"] == pytest.approx(float(ld.mean()), abs=1e-3)
     assert fx["ld_sd"] == pytest.approx(float(ld.std()), abs=1e-3)
     assert fx["ld_min"] == pytest.approx(float(ld.min()), abs=1e-3)
@@ -119,6 +120,14 @@ def test_causal_facts_through_the_bridges_hooks(fx, bridge, data):
     assert fx["mean_abl_03"] == pytest.approx(ablate(0, 3, "mean"), **tol)
     assert fx["mean_abl_01"] == pytest.approx(ablate(0, 1, "mean"), **tol)
     assert fx["zero_abl_01"] == pytest.approx(ablate(0, 1, "zero"), **tol)
+
+
+def test_path_patching_fact_through_the_bridges_hooks(fx, bridge, data):
+    clean, swapped, _ = data
+    effects = [float(C.path_patch_query_hooked(bridge, clean.tokens, swapped.tokens, *_args(clean), (ls, hs),
+                                               (lr, hr)).mean()) - fx["ld_mean"]
+               for lr, hr in F.LATE for ls in range(lr) for hs in range(4)]
+    assert fx["path_q_max"] == pytest.approx(max(abs(e) for e in effects), abs=2e-3)
 
 
 def test_whole_layer_ablations_through_the_bridge(fx, bridge, data):

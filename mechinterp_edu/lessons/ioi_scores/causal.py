@@ -65,7 +65,8 @@ ZEdit = Callable[[int, Tensor, Tensor], Tensor]   # (layer, z [b,s,h,e], pattern
 def run(w: dict[str, Tensor], tokens: Int[Tensor, "batch seq"], edit_z: Optional[ZEdit] = None,
         frozen_scales: Optional[dict[str, Tensor]] = None, start: int = 0,
         resid: Optional[Tensor] = None, eps: float = EPS,
-        edit_pattern: Optional[Callable[[int, Tensor], Tensor]] = None) -> tuple[Tensor, dict[str, Tensor]]:
+        edit_pattern: Optional[Callable[[int, Tensor], Tensor]] = None,
+        edit_q: Optional[Callable[[int, Tensor, Tensor], Tensor]] = None) -> tuple[Tensor, dict[str, Tensor]]:
     """Forward pass: (residual stream after the last block [b, seq, d_model], cache).
 
     ``edit_z(layer, z, pattern)`` may return a new ``z`` for a layer (the edit the causal tools
@@ -73,6 +74,7 @@ def run(w: dict[str, Tensor], tokens: Int[Tensor, "batch seq"], edit_z: Optional
     clean cache) freezes every LayerNorm scale - a WRONG
     forward, kept so the grader can show what forgetting the recomputation does. With ``start``
     and ``resid`` the pass begins at block ``start`` from the given residual stream.
+    ``edit_q(layer, resid_pre, q)`` may replace the queries (path patching).
     The cache holds ``resid_pre.L``, ``z.L``, ``pattern.L`` and every LayerNorm scale."""
     cache: dict[str, Tensor] = {}
     seq = tokens.shape[1]
@@ -84,6 +86,8 @@ def run(w: dict[str, Tensor], tokens: Int[Tensor, "batch seq"], edit_z: Optional
         cache[f"resid_pre.{l}"] = x
         normed, cache[f"ln1.{l}"] = _ln(x, eps, fs.get(f"ln1.{l}"))
         q = torch.einsum("bsd,hde->bshe", normed, w["W_Q"][l]) + w["b_Q"][l]
+        if edit_q is not None:
+            q = edit_q(l, x, q)
         k = torch.einsum("bsd,hde->bshe", normed, w["W_K"][l]) + w["b_K"][l]
         v = torch.einsum("bsd,hde->bshe", normed, w["W_V"][l]) + w["b_V"][l]
         scores = torch.einsum("bqhe,bkhe->bhqk", q, k) / math.sqrt(d_head)
@@ -193,7 +197,8 @@ def head_effects(w: dict[str, Tensor], tokens: Tensor, end: Tensor, io: Tensor, 
                  kinds: Optional[tuple[str, ...]] = None) -> dict[str, Tensor]:
     """Every head at once: ``clean`` [batch] and, per head, the new logit difference [n_layers,
     n_heads, batch] under ``mean`` and ``zero`` ablation and (with a corrupted batch) ``patch``
-    at ``pos`` (default END); ``kinds`` picks a subset. Each layer's heads run as one stacked batch from that layer on."""
+    at ``pos`` (default END); ``kinds`` picks a subset. Each layer's heads run as one stacked
+    batch from that layer on."""
     n_layers, n_heads = w["W_Q"].shape[:2]
     b = tokens.shape[0]
     resid, clean = run(w, tokens)
@@ -226,6 +231,63 @@ def head_effects(w: dict[str, Tensor], tokens: Tensor, end: Tensor, io: Tensor, 
             table[layer] = _diff_at_end(w, r, rep(end), rep(io), rep(s)).view(n_heads, b)
         out[kind] = table
     return out
+
+
+def path_patch_query(w: dict[str, Tensor], clean_tokens: Tensor, corrupt_tokens: Tensor, end: Tensor,
+                     io: Tensor, s: Tensor, sender: tuple[int, int], receiver: tuple[int, int]) -> Tensor:
+    """Path patching into one head's query: the logit difference when ONLY the query of head
+    ``receiver`` at END sees the output of head ``sender`` from the corrupted run (at END); every
+    other path keeps the clean run's values. The receiver's query is recomputed from the clean
+    residual stream plus the sender's change, with its LayerNorm recomputed; layers after the
+    receiver's are rerun."""
+    (l1, h1), (l2, h2) = sender, receiver
+    _check(w, l1, h1)
+    _check(w, l2, h2)
+    if l1 >= l2:
+        raise CausalInputError(f"the sender {l1}.{h1} must be in an earlier layer than the receiver {l2}.{h2}.")
+    return _path_patch(w, clean_tokens, run(w, clean_tokens)[1], run(w, corrupt_tokens)[1], end, io, s,
+                       sender, receiver)
+
+
+def _path_patch(w, clean_tokens, clean, corrupt, end, io, s, sender, receiver) -> Tensor:
+    """:func:`path_patch_query` from the clean and corrupted runs' caches."""
+    (l1, h1), (l2, h2) = sender, receiver
+    rows = torch.arange(clean_tokens.shape[0], device=clean_tokens.device)
+    delta = (corrupt[f"z.{l1}"][rows, end, h1] - clean[f"z.{l1}"][rows, end, h1]) @ w["W_O"][l1, h1]
+
+    def edit_q(l, x, q):
+        if l != l2:
+            return q
+        q = q.clone()
+        normed = _ln(x[rows, end] + delta, EPS)[0]
+        q[rows, end, h2] = normed @ w["W_Q"][l2, h2] + w["b_Q"][l2, h2]
+        return q
+
+    resid, _ = run(w, clean_tokens, start=l2, resid=clean[f"resid_pre.{l2}"], edit_q=edit_q)
+    return _diff_at_end(w, resid, end, io, s)
+
+
+@torch.no_grad()
+def path_patch_query_hooked(model, clean_tokens, corrupt_tokens, end, io, s, sender, receiver) -> Tensor:
+    """:func:`path_patch_query` through the bridge: ``hook_q`` of the receiver is replaced by the
+    query computed from ``hook_resid_pre`` plus the sender's change read from ``hook_z``."""
+    (l1, h1), (l2, h2) = sender, receiver
+    names = (f"blocks.{l1}.attn.hook_z", f"blocks.{l2}.hook_resid_pre")
+    _, clean = model.run_with_cache(clean_tokens, names_filter=lambda n: n in names)
+    _, corrupt = model.run_with_cache(corrupt_tokens, names_filter=lambda n: n == names[0])
+    rows = torch.arange(clean_tokens.shape[0])
+    delta = (corrupt[names[0]][rows, end, h1] - clean[names[0]][rows, end, h1]) @ model.W_O[l1, h1]
+    x = clean[names[1]][rows, end] + delta
+    x = x - x.mean(-1, keepdim=True)
+    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    new_q = x @ model.W_Q[l2, h2] + model.b_Q[l2, h2]
+
+    def hook(q, hook):
+        q = q.clone()
+        q[rows, end, h2] = new_q
+        return q
+
+    return _bridge_diff(model, clean_tokens, end, io, s, [(f"blocks.{l2}.attn.hook_q", hook)])
 
 
 # --------------------------------------------------------------------------- corrupted prompts

@@ -120,7 +120,8 @@ def _logits_all(w, tokens):
 
 
 def _ablate_cases() -> list[Case]:
-    return [Case(f"{label}; head {l}.{h}, {mode}-ablation", (s["w"], s["tokens"], s["end"], s["io"], s["s"], l, h, mode),
+    return [Case(f"{label}; head {l}.{h}, {mode}-ablation",
+                 (s["w"], s["tokens"], s["end"], s["io"], s["s"], l, h, mode),
                  dict(info, layer=l, head=h, mode=mode))
             for (label, s, info), (l, h, mode) in zip(setups(), ABLATIONS)]
 

@@ -68,6 +68,9 @@ def _causal_facts(s) -> dict[str, Any]:
          "mean_abl_late_max": float(torch.stack([drop["mean"][l, h] for l, h in LATE]).abs().max()),
          "mean_abl_03": float(drop["mean"][0, 3]), "zero_abl_01": float(drop["zero"][0, 1]),
          "mean_abl_01": float(drop["mean"][0, 1])}
+    runs = (C.run(w, b.tokens)[1], C.run(w, sw.tokens)[1])
+    f["path_q_max"] = max(abs(float(C._path_patch(w, b.tokens, *runs, *args, (ls, hs), (lr, hr)).mean()) - base)
+                          for lr, hr in LATE for ls in range(lr) for hs in range(4))
     for tag, layers in (("l1", (1,)), ("l2", (2,)), ("l12", (1, 2))):
         f[f"ablate_{tag}"] = float(ablate_heads(w, b, [(l, h) for l in layers for h in range(4)]).mean())
     return f
