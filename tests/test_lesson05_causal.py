@@ -27,13 +27,13 @@ def bridge():
 
 @pytest.fixture(scope="module")
 def prompts():
-    from mechinterp_edu.reference.ioi_data import sample_prompts
+    from mechinterp_edu.lessons.ioi_scores.data import sample_prompts
     return sample_prompts(24, "test", seed=3)
 
 
 @pytest.fixture(scope="module")
 def batches(bridge, prompts):
-    from mechinterp_edu.reference.ioi_data import encode_prompts
+    from mechinterp_edu.lessons.ioi_scores.data import encode_prompts
     clean = encode_prompts(prompts, bridge.ioi_vocab)
     return {kind: (clean, encode_prompts(C.corrupt_prompts(prompts, kind), bridge.ioi_vocab))
             for kind in ("swap", "replace")}

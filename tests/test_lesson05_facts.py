@@ -36,7 +36,7 @@ def bridge():
 
 @pytest.fixture(scope="module")
 def data(bridge):
-    from mechinterp_edu.reference.ioi_data import encode_prompts, sample_prompts
+    from mechinterp_edu.lessons.ioi_scores.data import encode_prompts, sample_prompts
     prompts = sample_prompts(F.N_PROMPTS, F.SPLIT, seed=F.SEED)
     clean = encode_prompts(prompts, bridge.ioi_vocab)
     swapped = encode_prompts(C.corrupt_prompts(prompts, "swap"), bridge.ioi_vocab)
@@ -66,7 +66,7 @@ def test_every_placeholder_of_the_text_is_a_fact(fx):
 
 def test_config_facts_match_the_bridge_and_the_checkpoint_record(fx, bridge):
     from mechinterp_edu.models.zoo import read_checkpoint
-    from mechinterp_edu.reference.ioi_data import sample_prompts
+    from mechinterp_edu.lessons.ioi_scores.data import sample_prompts
 
     cfg = bridge.cfg
     assert (fx["n_layers"], fx["n_heads"], fx["d_head"], fx["d_model"], fx["d_mlp"], fx["vocab_size"]) == \
@@ -178,7 +178,7 @@ def test_projection_facts_with_the_solution_on_the_bridge(fx, bridge, data, solu
     assert fx["frac_l1_max"] == pytest.approx(max(fr), abs=1e-4)
     assert fx["frac_s_l1_max"] == pytest.approx(max(fs), abs=1e-4)
     assert fx["frac_over_null"] == pytest.approx(min(fr) / fx["null_cos2_hi"], rel=1e-3)
-    from mechinterp_edu.reference.ioi_data import NAMES
+    from mechinterp_edu.lessons.ioi_scores.data import NAMES
     cos = []
     for name in NAMES:
         t = bridge.ioi_vocab(name)
@@ -228,7 +228,7 @@ def test_parallel_share_mean_is_one_over_d_squared_with_a_wide_spread(d, cos):
 
 def test_four_term_null_mean_matches_the_expectation(fx, bridge, data):
     """E[q∥·k∥] = (bilinear part without biases) / d^2 per prompt; the null's mean share follows."""
-    from mechinterp_edu.reference import ioi_scores as ref
+    from mechinterp_edu.lessons.ioi_scores import reference as ref
 
     clean, _, cache = data
     for target, key in (("IO", "io"), ("S2", "s2")):
@@ -249,7 +249,7 @@ def test_four_term_null_mean_matches_the_expectation(fx, bridge, data):
 
 
 def test_share_and_score_facts_with_the_solution_on_the_bridge(fx, bridge, data, solution):
-    from mechinterp_edu.reference import ioi_scores as ref
+    from mechinterp_edu.lessons.ioi_scores import reference as ref
 
     clean, _, cache = data
     for target, key in (("IO", "io"), ("S2", "s2")):
@@ -281,7 +281,7 @@ def test_share_and_score_facts_with_the_solution_on_the_bridge(fx, bridge, data,
 
 
 def test_spread_facts_against_an_independent_sampler(fx, bridge, data):
-    from mechinterp_edu.reference import ioi_scores as ref
+    from mechinterp_edu.lessons.ioi_scores import reference as ref
 
     clean, _, _ = data
     inp = ref.gather_head_inputs(bridge, clean, *F.HEAD)
@@ -305,7 +305,7 @@ def test_spread_facts_against_an_independent_sampler(fx, bridge, data):
 
 def test_batched_derivation_still_proves_off_the_page():
     from mechinterp_edu.derivations.framework import check
-    from mechinterp_edu.derivations.ioi_scores import BATCHED
+    from mechinterp_edu.lessons.ioi_scores.derivations import BATCHED
     from mechinterp_edu.lessons.ioi_scores.null_derivations import NULLS
 
     for derivation in (BATCHED, NULLS):

@@ -295,7 +295,7 @@ def corrupt_prompts(prompts, kind: str = "swap", seed: int = 0):
     """Corrupted copies of IOI prompts with the same template, order and fillers: ``swap`` puts S
     where IO was and IO where S was (the answer becomes S); ``replace`` puts two names that are
     in neither slot of the original."""
-    from mechinterp_edu.reference.ioi_data import NAMES
+    from mechinterp_edu.lessons.ioi_scores.data import NAMES
 
     if kind not in ("swap", "replace"):
         raise CausalInputError(f"kind must be 'swap' or 'replace', not {kind!r}.")

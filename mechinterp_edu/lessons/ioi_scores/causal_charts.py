@@ -18,12 +18,16 @@ from mechinterp_edu.charts import heatmap
 from mechinterp_edu.lessons.ioi_scores import causal as C
 from mechinterp_edu.lessons.ioi_scores import nulls
 from mechinterp_edu.live.inputs import with_setup_from
-from mechinterp_edu.live.registry import live_chart
-from mechinterp_edu.reference import ioi_scores as ref
+from mechinterp_edu.live.registry import LiveChart, chart_decorator
+from mechinterp_edu.lessons.ioi_scores import reference as ref
+
+
+CHARTS: list[LiveChart] = []
+live_chart = chart_decorator(CHARTS)
 
 
 def _setup(ctx: dict[str, Any]):
-    from mechinterp_edu.live.ioi_scores import setup   # the page's one cached forward pass
+    from mechinterp_edu.lessons.ioi_scores.charts import setup   # the page's one cached forward pass
     return setup(ctx)
 
 
@@ -32,7 +36,7 @@ with_setup = with_setup_from(_setup)
 
 def effects_table(s) -> dict[str, torch.Tensor]:
     """Per-head change of the mean logit difference [n_layers, n_heads] for four interventions."""
-    from mechinterp_edu.live.ioi_scores import _encode
+    from mechinterp_edu.lessons.ioi_scores.charts import _encode
 
     b = s.batch.to("cpu")
     w = C.weights_of(s.model, torch.float32)

@@ -63,8 +63,8 @@ def toy_setup(dtype: torch.dtype, kind: str) -> Optional[dict[str, Any]]:
     if key in _TOY:
         return _TOY[key]
     try:
-        from mechinterp_edu.models import ioi_forward
-        from mechinterp_edu.reference.ioi_data import encode_prompts, sample_prompts
+        from mechinterp_edu.lessons.ioi_scores import forward as ioi_forward
+        from mechinterp_edu.lessons.ioi_scores.data import encode_prompts, sample_prompts
         model = ioi_forward.load(dtype=dtype)
         prompts = sample_prompts(6, "test", seed=11)
         clean = encode_prompts(prompts, model.ioi_vocab)

@@ -465,5 +465,7 @@ def sum_check(s: Setup):
     return pd.DataFrame(rows)
 
 
-# causal evidence and nulls (lesson package; imported here so the chart registry sees them)
-from mechinterp_edu.lessons.ioi_scores import causal_charts  # noqa: E402,F401
+# causal evidence and nulls: charts of the lesson's causal_charts module, listed here too
+from mechinterp_edu.lessons.ioi_scores.causal_charts import CHARTS as _CAUSAL_CHARTS  # noqa: E402
+
+CHARTS.extend(_CAUSAL_CHARTS)

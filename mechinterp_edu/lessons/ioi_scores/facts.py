@@ -23,8 +23,8 @@ LATE = ((1, 0), (1, 1), (1, 2), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3))
 def setup() -> dict[str, Any]:
     """The model (float32 plain-torch forward), the batch, its swapped corruption and the weights."""
     from mechinterp_edu.lessons.ioi_scores import causal as C
-    from mechinterp_edu.models import ioi_forward
-    from mechinterp_edu.reference.ioi_data import encode_prompts, sample_prompts
+    from mechinterp_edu.lessons.ioi_scores import forward as ioi_forward
+    from mechinterp_edu.lessons.ioi_scores.data import encode_prompts, sample_prompts
 
     model = ioi_forward.load(dtype=torch.float32)     # decompositions still run in float64
     prompts = sample_prompts(N_PROMPTS, SPLIT, seed=SEED)
@@ -34,8 +34,8 @@ def setup() -> dict[str, Any]:
 
 
 def _config_facts(model) -> dict[str, Any]:
-    from mechinterp_edu.models.ioi import RECIPE
-    from mechinterp_edu.reference.ioi_data import NAMES, TRAIN_TEMPLATES
+    from mechinterp_edu.lessons.ioi_scores.model import RECIPE
+    from mechinterp_edu.lessons.ioi_scores.data import NAMES, TRAIN_TEMPLATES
 
     cfg = model.cfg
     return {"n_layers": cfg.n_layers, "n_heads": cfg.n_heads, "d_head": cfg.d_head, "d_model": cfg.d_model,
@@ -117,8 +117,8 @@ def _attention_facts(s) -> dict[str, Any]:
 
 def _projection_facts(s) -> dict[str, Any]:
     from mechinterp_edu.lessons.ioi_scores import nulls
-    from mechinterp_edu.reference import ioi_scores as ref
-    from mechinterp_edu.reference.ioi_data import NAMES
+    from mechinterp_edu.lessons.ioi_scores import reference as ref
+    from mechinterp_edu.lessons.ioi_scores.data import NAMES
 
     model, b, w = s["model"], s["batch"], s["w"]
     cache = ref.run_with_cache(model, b.tokens)
@@ -140,7 +140,7 @@ def _projection_facts(s) -> dict[str, Any]:
 
 def _score_facts(s, cache) -> dict[str, Any]:
     from mechinterp_edu.lessons.ioi_scores import nulls
-    from mechinterp_edu.reference import ioi_scores as ref
+    from mechinterp_edu.lessons.ioi_scores import reference as ref
 
     model, b = s["model"], s["batch"]
     nets, sds, raws = [], [], []

@@ -468,5 +468,4 @@ def exercise_names() -> list[str]:
 from mechinterp_edu.lessons.ioi_scores.causal_grading import CAUSAL_EXERCISES  # noqa: E402
 from mechinterp_edu.lessons.ioi_scores.null_grading import NULL_EXERCISES  # noqa: E402
 
-for _exercise in CAUSAL_EXERCISES + NULL_EXERCISES:
-    register_exercise(_exercise)
+EXERCISES.extend(CAUSAL_EXERCISES + NULL_EXERCISES)

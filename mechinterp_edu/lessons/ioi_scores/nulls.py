@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from mechinterp_edu.reference import ioi_scores as ref
+from mechinterp_edu.lessons.ioi_scores import reference as ref
 
 DRAWS = 200
 
