@@ -305,7 +305,7 @@ def test_spread_facts_against_an_independent_sampler(fx, bridge, data):
 
 def test_batched_derivation_still_proves_off_the_page():
     from mechinterp_edu.derivations.framework import check
-    from mechinterp_edu.lessons.ioi_scores.derivations import BATCHED
+    from mechinterp_edu.lessons.ioi_scores.batched_derivation import BATCHED
     from mechinterp_edu.lessons.ioi_scores.null_derivations import NULLS
 
     for derivation in (BATCHED, NULLS):
