@@ -264,6 +264,7 @@ def test_share_and_score_facts_with_the_solution_on_the_bridge(fx, bridge, data,
             assert fx[f"share_{key}_{name}"] == pytest.approx(float(share[i]), abs=2e-3)
         net = (t - tb).sum(-1).mean()
         assert fx[f"net_{key}_head"] == pytest.approx(float(net), abs=1e-3)
+        assert fx[f"term_{key}_pp"] == pytest.approx(float((t - tb)[:, 0].mean()), abs=1e-3)
     rows = torch.arange(len(clean))
     P = clean.positions
     nets, sds, raws = [], [], []

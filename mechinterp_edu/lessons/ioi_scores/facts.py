@@ -165,6 +165,7 @@ def _score_facts(s, cache) -> dict[str, Any]:
             f[f"null_{t}_{key}_lo"] = null[name]["lo"]
             f[f"null_{t}_{key}_hi"] = null[name]["hi"]
         f[f"net_{t}_head"] = float((inp.real_score() - inp.real_score_base()).mean())
+        f[f"term_{t}_pp"] = float(share[0]) * f[f"net_{t}_head"]
     # the notes' statistic: one draw's (q∥u).(k∥m) share, mean 1/d^2, spread over the toy's prompts
     inp = ref.gather_head_inputs(model, b, *HEAD, cache=cache)
     d = inp.u.shape[-1]
