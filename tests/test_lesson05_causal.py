@@ -353,3 +353,40 @@ def test_main_path_has_at_most_eight_exercises_and_the_rest_are_optional():
     text = LESSON.source_path.read_text()
     intro = text.split("**Optional:**")[1].split("::")[0]
     assert {e.name for e in exercises if e.optional} == set(re.findall(r"`(\w+)`", intro))
+
+
+def test_fast_and_hooked_agree_on_a_random_model_with_real_layernorm_parameters():
+    """A freshly initialised GPT-2-architecture model of another shape, with random LayerNorm gains
+    and biases (so folding them is not trivial), wrapped like the toy: both implementations agree."""
+    from mechinterp_edu.lessons.ioi_scores.model import CONFIG, build_hf, wrap
+
+    config = dict(CONFIG, n_layers=2, n_heads=3, d_model=48, d_mlp=96)
+    hf = build_hf(config, seed=3)
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for module in hf.modules():
+            if isinstance(module, torch.nn.LayerNorm):
+                module.weight.copy_(1 + 0.3 * torch.randn(module.weight.shape, generator=g))
+                module.bias.copy_(0.2 * torch.randn(module.bias.shape, generator=g))
+    with contextlib.redirect_stdout(io.StringIO()):
+        model = wrap(hf, config)
+    V = len(config["vocab"])
+    tokens = torch.randint(0, V, (6, 9), generator=g)
+    corrupt = torch.randint(0, V, (6, 9), generator=g)
+    end = torch.tensor([8, 7, 8, 5, 8, 6])
+    io_t, s_t = torch.randint(0, V, (6,), generator=g), torch.randint(0, V, (6,), generator=g)
+    pos = torch.tensor([3, 2, 8, 5, 1, 6])
+    w = C.weights_of(model)
+    with torch.no_grad():
+        assert (C.clean_logit_diff(w, tokens, end, io_t, s_t) - C.logit_diff(model(tokens), end, io_t, s_t)).abs().max() < 1e-4
+    for layer, head in ((0, 2), (1, 1)):
+        for mode in C.MODES:
+            a = C.ablate_head(w, tokens, end, io_t, s_t, layer, head, mode)
+            b = C.ablate_head_hooked(model, tokens, end, io_t, s_t, layer, head, mode)
+            assert (a - b).abs().max() < 1e-4
+        a = C.patch_head_output(w, tokens, corrupt, end, io_t, s_t, layer, head, pos)
+        b = C.patch_head_output_hooked(model, tokens, corrupt, end, io_t, s_t, layer, head, pos)
+        assert (a - b).abs().max() < 1e-4
+    a = C.path_patch_query(w, tokens, corrupt, end, io_t, s_t, (0, 1), (1, 2))
+    b = C.path_patch_query_hooked(model, tokens, corrupt, end, io_t, s_t, (0, 1), (1, 2))
+    assert (a - b).abs().max() < 1e-4
