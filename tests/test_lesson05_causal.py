@@ -390,3 +390,14 @@ def test_fast_and_hooked_agree_on_a_random_model_with_real_layernorm_parameters(
     a = C.path_patch_query(w, tokens, corrupt, end, io_t, s_t, (0, 1), (1, 2))
     b = C.path_patch_query_hooked(model, tokens, corrupt, end, io_t, s_t, (0, 1), (1, 2))
     assert (a - b).abs().max() < 1e-4
+
+
+def test_model_control_falls_back_to_the_toy_with_one_sentence():
+    from mechinterp_edu.lessons.ioi_scores import charts
+    from mechinterp_edu.live.registry import get_chart
+
+    ctx = {"model": "max_of_4", "head": "auto", "target": "IO", "batch": 8, "seed": 0, "split": "test"}
+    out = get_chart("ioi_scores.model_status").fn(ctx)
+    assert "max_of_4" in out[0] and "ioi_small" in out[0]
+    assert charts.setup(ctx).model_label.startswith("ioi_small")
+    assert all("max_of_4" not in str(o) for o in get_chart("ioi_scores.head_effects").fn(ctx))

@@ -58,7 +58,11 @@ def _model(name: str) -> tuple[Any, str]:
     if name not in ("ioi_small", "gpt2_small"):       # another zoo model with a word vocabulary
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                return load_model(name, device=get_device()), ""
+                other = load_model(name, device=get_device())
+            if getattr(other, "ioi_vocab", None) is not None:
+                return other, ""
+            note = (f"The model {name} does not read IOI prompts (it has no word vocabulary); "
+                    "the page uses ioi_small.")
         except (CheckpointError, KeyError, ValueError) as exc:
             note = f"The model {name} cannot be loaded here ({exc}); the page uses ioi_small."
     with contextlib.redirect_stdout(io.StringIO()):   # the bridge prints device/dtype moves
