@@ -34,8 +34,23 @@ def _setup(ctx: dict[str, Any]):
 with_setup = with_setup_from(_setup)
 
 
+_EFFECTS: dict[int, tuple[Any, dict[str, torch.Tensor]]] = {}
+
+
 def effects_table(s) -> dict[str, torch.Tensor]:
-    """Per-head change of the mean logit difference [n_layers, n_heads] for four interventions."""
+    """Per-head change of the mean logit difference [n_layers, n_heads] for four interventions
+    (cached per page setup, which is itself cached)."""
+    hit = _EFFECTS.get(id(s))
+    if hit is not None and hit[0] is s:
+        return dict(hit[1])
+    out = _effects_table(s)
+    if len(_EFFECTS) >= 8:
+        _EFFECTS.clear()
+    _EFFECTS[id(s)] = (s, out)
+    return dict(out)
+
+
+def _effects_table(s) -> dict[str, torch.Tensor]:
     from mechinterp_edu.lessons.ioi_scores.charts import _encode
 
     b = s.batch.to("cpu")
