@@ -60,6 +60,8 @@ def test_every_placeholder_of_the_text_is_a_fact(fx):
     text = LESSON.source_path.read_text()
     names = set(re.findall(r"\{\{([A-Za-z_][A-Za-z0-9_]*)", text))
     assert names and names <= set(fx), sorted(names - set(fx))
+    for name, spec in re.findall(r"\{\{([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}\}", text):
+        format(fx[name], spec)                                  # every format spec fits its value
     # no measured number typed into the prose of the causal or null paragraphs
     assert "16.6" not in text and "0.0156" not in text
 
