@@ -27,6 +27,28 @@ The app page, the generated notebooks and the tests all read lessons through
     ::exercise attention_patterns                # a graded exercise (function name)
 
 Directives start at column 0 with ``::``. Anything else is markdown.
+
+Numbers from code
+-----------------
+A number the text states is never typed in: it is a placeholder ``{{name}}`` or
+``{{name:FORMAT}}`` (a Python format spec: ``{{accuracy:.2%}}``, ``{{n_triples:,}}``,
+``{{lift:.0f}}``), filled by :func:`load_lesson` from ``facts()`` of the lesson's module
+``mechinterp_edu.lessons.<slug>.facts`` (``def facts() -> dict[str, object]``, cached,
+computed by the lesson's own code; tests assert every fact against an independent
+computation). So the app, the notebooks and the tests read the same numbers.
+
+* Placeholders are filled in markdown blocks and step titles, **including inside LaTeX
+  math**: there the formatted value is made safe for TeX (``,`` becomes ``{,}`` so a
+  thousands separator gets no extra space, ``%`` becomes ``\%`` instead of starting a TeX
+  comment). ``$48^3 = {{n_triples:,}}$`` renders as 110,592.
+* Placeholders are **not** filled in code: python code cells, other fenced blocks and
+  inline code spans are shown as written. Code computes and prints its own numbers, and
+  ``{{`` is legal Python (f-strings); leaving code alone also lets a lesson show the
+  placeholder syntax itself.
+* A placeholder whose name the lesson's facts do not define, or whose format spec does not
+  apply to the value, is a :class:`LessonFormatError` naming the file, line, lesson and
+  placeholder. ``load_lesson(..., fill=False)`` returns the raw text (tests use it to find
+  bare numbers that a fact should supply); :func:`parse_lesson` never fills.
 """
 from __future__ import annotations
 
@@ -166,8 +188,9 @@ def parse_lesson(text: str, path: Path | str = "<lesson>") -> Lesson:
     return Lesson(path, meta, steps)
 
 
-def load_lesson(number_or_path: int | str | Path) -> Lesson:
-    """Load by lesson number/slug (via the course map) or by path."""
+def load_lesson(number_or_path: int | str | Path, *, fill: bool = True) -> Lesson:
+    """Load by lesson number/slug (via the course map) or by path. With ``fill`` (the default),
+    ``{{name}}`` placeholders are replaced by the lesson's computed facts."""
     from mechinterp_edu.course import get_lesson
 
     if isinstance(number_or_path, Path) or str(number_or_path).endswith(".md"):
@@ -176,4 +199,142 @@ def load_lesson(number_or_path: int | str | Path) -> Lesson:
         path = get_lesson(number_or_path).source_path
     if not path.exists():
         raise LessonFormatError(f"Lesson source {path} does not exist.")
-    return parse_lesson(path.read_text(encoding="utf-8"), path)
+    lesson = parse_lesson(path.read_text(encoding="utf-8"), path)
+    if fill and placeholders(lesson):
+        lesson = fill_placeholders(lesson, lesson_facts(lesson.number))
+    return lesson
+
+
+# --------------------------------------------------------------------------- numbers from code
+PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*(?::([^{}]*))?\}\}")
+
+
+@dataclass(frozen=True)
+class Placeholder:
+    name: str
+    spec: str          # format spec ("" when none)
+    line: int          # 1-based line in the source file
+    in_math: bool      # inside $...$ or $$...$$
+
+
+def _unfilled_spans(text: str) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """(code spans, math spans) of a markdown block as [start, end) offsets: fenced blocks and
+    inline code are code; ``$$...$$`` and ``$...$`` outside code are math."""
+    code: list[tuple[int, int]] = []
+    math: list[tuple[int, int]] = []
+    i, n = 0, len(text)
+    at_line_start = True
+    while i < n:
+        if at_line_start and text.startswith("```", i):
+            close = text.find("\n```", i + 3)
+            end = n if close < 0 else text.find("\n", close + 4)
+            end = n if end < 0 else end
+            code.append((i, end))
+            i = end
+            continue
+        ch = text[i]
+        at_line_start = ch == "\n"
+        if ch == "\\":
+            i += 2
+            continue
+        if ch == "`":
+            ticks = len(text[i:]) - len(text[i:].lstrip("`"))
+            end = text.find("`" * ticks, i + ticks)
+            end = n if end < 0 else end + ticks
+            code.append((i, end))
+            i = end
+            continue
+        if ch == "$":
+            delim = "$$" if text.startswith("$$", i) else "$"
+            j = i + len(delim)
+            while j < n and not (text.startswith(delim, j) and text[j - 1] != "\\"):
+                j += 1
+            end = min(n, j + len(delim))
+            math.append((i, end))
+            i = end
+            continue
+        i += 1
+    return code, math
+
+
+def _inside(spans: list[tuple[int, int]], pos: int) -> bool:
+    return any(a <= pos < b for a, b in spans)
+
+
+def _scan(text: str, first_line: int, title: bool = False) -> list[tuple[re.Match, Placeholder]]:
+    code, math = ([], []) if title else _unfilled_spans(text)
+    found = []
+    for match in PLACEHOLDER.finditer(text):
+        if _inside(code, match.start()):
+            continue
+        line = first_line + text.count("\n", 0, match.start())
+        found.append((match, Placeholder(match.group(1), match.group(2) or "", line,
+                                         _inside(math, match.start()))))
+    return found
+
+
+def placeholders(lesson: Lesson) -> list[Placeholder]:
+    """Every placeholder of the lesson's text (markdown blocks and step titles), in order."""
+    out = []
+    for step in lesson.steps:
+        out.extend(p for _, p in _scan(step.title, 0, title=True))
+        for block in step.blocks:
+            if block.kind == "markdown":
+                out.extend(p for _, p in _scan(block.text, block.line))
+    return out
+
+
+def lesson_facts(number: int) -> dict[str, Any]:
+    """``facts()`` of the lesson's package module ``facts`` (empty when it has none)."""
+    import importlib
+
+    from mechinterp_edu.course import get_lesson
+
+    module_name = f"mechinterp_edu.lessons.{get_lesson(number).slug}.facts"
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):
+            return {}
+        raise
+    return dict(module.facts())
+
+
+def format_fact(value: Any, spec: str = "", in_math: bool = False) -> str:
+    """A fact as text: ``format(value, spec)``; inside math made safe for TeX."""
+    text = format(value, spec)
+    if in_math:
+        text = text.replace(",", "{,}").replace("%", r"\%")
+    return text
+
+
+def _fill_text(text: str, first_line: int, facts: dict[str, Any], lesson: Lesson, title: bool = False) -> str:
+    pieces, last = [], 0
+    for match, ph in _scan(text, first_line, title):
+        where = f"{lesson.path}:{ph.line}" if ph.line else f"{lesson.path}"
+        if ph.name not in facts:
+            known = ", ".join(sorted(facts)) or "none"
+            raise LessonFormatError(
+                f"{where}: placeholder {match.group(0)} names no fact of lesson {lesson.number} "
+                f"({lesson.path.stem}). Define {ph.name!r} in its facts() (facts it has: {known}).")
+        try:
+            value = format_fact(facts[ph.name], ph.spec, ph.in_math)
+        except (ValueError, TypeError) as exc:
+            raise LessonFormatError(
+                f"{where}: placeholder {match.group(0)} of lesson {lesson.number}: format {ph.spec!r} "
+                f"does not apply to {facts[ph.name]!r} ({exc}).") from None
+        pieces.append(text[last:match.start()])
+        pieces.append(value)
+        last = match.end()
+    pieces.append(text[last:])
+    return "".join(pieces)
+
+
+def fill_placeholders(lesson: Lesson, facts: dict[str, Any]) -> Lesson:
+    """A copy of ``lesson`` with every placeholder replaced by its formatted fact."""
+    steps = []
+    for step in lesson.steps:
+        blocks = [Block(b.kind, _fill_text(b.text, b.line, facts, lesson) if b.kind == "markdown" else b.text,
+                        b.line) for b in step.blocks]
+        steps.append(LessonStep(step.key, _fill_text(step.title, 0, facts, lesson, title=True), blocks))
+    return Lesson(lesson.path, lesson.meta, steps)

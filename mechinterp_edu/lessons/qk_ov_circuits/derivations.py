@@ -70,6 +70,19 @@ def _query_only_shift():
     return softmax([x + f for x in s]), softmax(list(s))
 
 
+def _bias_terms():
+    q, k = symbolic_matrix("q", 1, D), symbolic_matrix("k", 1, D)       # bias-free query and key
+    b_Q, b_K = symbolic_matrix("bQ", 1, D), symbolic_matrix("bK", 1, D)
+    return (q + b_Q) * (k + b_K).T, q * k.T + q * b_K.T + b_Q * k.T + b_Q * b_K.T
+
+
+def _key_bias_drops():
+    q, b_K = symbolic_matrix("q", 1, D), symbolic_matrix("bK", 1, D)
+    keys = symbolic_matrix("k", 3, D)                                   # three keys, one per row
+    with_bias = [(q * (keys.row(j) + b_K).T)[0, 0] for j in range(3)]
+    return softmax(with_bias), softmax([(q * keys.row(j).T)[0, 0] for j in range(3)])
+
+
 register(Derivation(
     name="qk_ov_circuits.qk",
     title="The QK circuit: a bilinear form on tokens and positions",
@@ -99,6 +112,14 @@ register(Derivation(
              lambda: _query_only_shift()[0], lambda: _query_only_shift()[1], "simplify",
              "Shift invariance: any score term that depends only on the query (the same for every key) "
              "does not change the pattern."),
+        Step("bias_terms", r"(q_i + b_Q)\cdot(k_j + b_K) = q_i\cdot k_j + q_i\cdot b_K + b_Q\cdot k_j + b_Q\cdot b_K",
+             lambda: _bias_terms()[0], lambda: _bias_terms()[1], "matrix",
+             "With query and key biases the score gains three terms. q_i . b_K and b_Q . b_K are the same "
+             "for every key; b_Q . k_j varies with the key."),
+        Step("key_bias_drops", r"\operatorname{softmax}_j\big(q\cdot(k_j + b_K)\big) = \operatorname{softmax}_j(q\cdot k_j)",
+             lambda: _key_bias_drops()[0], lambda: _key_bias_drops()[1], "simplify",
+             "The key-independent term q . b_K (the query against the key bias) drops out of the pattern. "
+             "The query bias's term b_Q . k_j does not: it changes with the key, so it shifts the pattern."),
     ),
 ))
 

@@ -38,18 +38,21 @@ def _attention() -> sp.Matrix:
 def _head_output():
     W_E, _, _, W_V, W_O, W_U = _weights()
     T = one_hot_matrix(TOKENS, V)
+    P = symbolic_matrix("P", N, M)           # positional rows W_pos[:n]
     A = _attention()
     OV = W_E * W_V * W_O * W_U
-    return A * (T * W_E) * W_V * W_O * W_U, A * T * OV
+    return A * (T * W_E + P) * W_V * W_O * W_U, A * T * OV + A * P * W_V * W_O * W_U
 
 
 def _per_source():
     W_E, _, _, W_V, W_O, W_U = _weights()
     T = one_hot_matrix(TOKENS, V)
+    P = symbolic_matrix("P", N, M)
     A = _attention()
     OV = W_E * W_V * W_O * W_U
-    by_source = sp.Matrix(N, V, lambda i, c: sum(A[i, j] * OV[TOKENS[j], c] for j in range(N)))
-    return A * T * OV, by_source
+    POS = P * W_V * W_O * W_U                # [position, C]: what each position writes
+    by_source = sp.Matrix(N, V, lambda i, c: sum(A[i, j] * (OV[TOKENS[j], c] + POS[j, c]) for j in range(N)))
+    return A * T * OV + A * P * W_V * W_O * W_U, by_source
 
 
 def _scores():
@@ -113,16 +116,19 @@ register(Derivation(
     lesson=LESSON,
     steps=(
         Step("head_output",
-             r"A^h X W_V^h W_O^h W_U = A^h\,T\,\mathrm{OV}^h,\quad X = T W_E,\ \mathrm{OV}^h = W_E W_V^h W_O^h W_U",
+             r"A^h (T W_E + P) W_V^h W_O^h W_U = A^h\,T\,\mathrm{OV}^h + A^h P\, W_V^h W_O^h W_U,"
+             r"\quad \mathrm{OV}^h = W_E W_V^h W_O^h W_U",
              lambda: _head_output()[0], lambda: _head_output()[1], "matrix",
-             "With one-hot tokens T and no biases, a head's contribution to the logits is its attention "
-             "pattern times the OV circuit read at the tokens of the sequence."),
+             "With one-hot tokens T, positional rows P and no biases, a head's contribution to the logits "
+             "is its attention pattern times the OV circuit read at the tokens of the sequence, plus its "
+             "pattern times what each position writes (the positional value term)."),
         Step("per_source",
-             r"\big(A^h T\,\mathrm{OV}^h\big)_{iC} = \sum_{j} A^h_{ij}\,\mathrm{OV}^h_{t_j C}",
+             r"\big(A^h T\,\mathrm{OV}^h + A^h P W_V^h W_O^h W_U\big)_{iC} = \sum_{j} A^h_{ij}\,"
+             r"\big(\mathrm{OV}^h_{t_j C} + (P W_V^h W_O^h W_U)_{jC}\big)",
              lambda: _per_source()[0], lambda: _per_source()[1], "matrix",
              "At destination i the head adds, for every source j, (how much i attends to j) times (how "
-             "much token t_j raises C). Attention is the QK part, the second factor the OV part: a sum of "
-             "skip-trigram terms [t_j] ... [t_i] -> [C]."),
+             "much token t_j raises C, plus what position j writes). The token part is a sum of "
+             "skip-trigram terms [t_j] ... [t_i] -> [C]: attention is the QK factor, OV the second."),
         Step("scores",
              r"(T W_E W_Q^h)(T W_E W_K^h)^\top = \big[\mathrm{QK}^h_{t_i t_j}\big]_{ij}",
              lambda: _scores()[0], lambda: _scores()[1], "matrix",
