@@ -26,7 +26,6 @@ Cell ids are deterministic, so regenerating an unchanged lesson gives identical 
 """
 from __future__ import annotations
 
-import ast
 import sys
 from pathlib import Path
 from typing import Any, Iterable
@@ -36,13 +35,11 @@ from nbformat import v4
 
 from mechinterp_edu.course import ROOT, LessonInfo, get_lesson
 from mechinterp_edu.lesson_source import Lesson, load_lesson
+from mechinterp_edu.notebook_exercises import (INSTALL_CELL, NotebookBuildError, hints_markdown,  # noqa: F401
+                                               split_exercise_file, split_hints)
 
 GRADED_TAG = "graded"
 KERNELSPEC = {"name": "python3", "display_name": "Python 3", "language": "python"}
-
-
-class NotebookBuildError(ValueError):
-    """A notebook cannot be built from the lesson; the message names the file and the fix."""
 
 
 # --------------------------------------------------------------------------- file names
@@ -148,6 +145,7 @@ def build_lesson_notebook(lesson: Lesson | LessonInfo | int | str) -> nbformat.N
         f"`{exercise_notebook_name(info)}` (or `{_relative(info.exercise_path)}`)."
     )
     cells.markdown("\n".join(header))
+    cells.code(INSTALL_CELL)
     cells.code(_context_cell(lesson))
 
     for step in lesson.steps:
@@ -169,12 +167,25 @@ def build_lesson_notebook(lesson: Lesson | LessonInfo | int | str) -> nbformat.N
                 call += f", step={step_name.strip()!r})" if step_name else ")"
                 cells.code(call)
             elif block.kind == "chart":
-                cells.code(f"show_live({block.text!r}, ctx)")
+                cells.code(_chart_cell(block.text))
             elif block.kind == "exercise":
                 cells.markdown(_exercise_pointer(info, block.text, summaries.get(block.text)))
         if heading is not None:
             cells.markdown(heading)
     return _notebook(cells.cells, info, "lesson")
+
+
+def _without_file_instructions(docstring: str) -> str:
+    """The exercise file's docstring without the paragraph on grading the file (the notebook
+    has its own checks)."""
+    paragraphs = [p for p in docstring.split("\n\n") if "mechinterp_edu grade" not in p and ".py" not in p]
+    return "\n\n".join(paragraphs).strip()
+
+
+def _chart_cell(name: str) -> str:
+    return (f"# Live chart {name!r}: show_live prints the code that computes it (the same function the app\n"
+            "# runs), then the chart for the controls in ctx. Change ctx and re-run.\n"
+            f"show_live({name!r}, ctx)")
 
 
 def _exercise_pointer(info: LessonInfo, name: str, exercise: Any) -> str:
@@ -191,56 +202,6 @@ def _exercise_pointer(info: LessonInfo, name: str, exercise: Any) -> str:
 
 
 # --------------------------------------------------------------------------- exercise notebook
-def _segment(lines: list[str], node: ast.stmt) -> str:
-    start = min([node.lineno] + [d.lineno for d in getattr(node, "decorator_list", [])]) - 1
-    # Keep the comment lines directly above a definition: they often explain it.
-    while start > 0 and lines[start - 1].lstrip().startswith("#"):
-        start -= 1
-    return "\n".join(lines[start:node.end_lineno])
-
-
-def _is_main_guard(node: ast.stmt) -> bool:
-    return (isinstance(node, ast.If) and isinstance(node.test, ast.Compare)
-            and isinstance(node.test.left, ast.Name) and node.test.left.id == "__name__")
-
-
-def split_exercise_file(path: Path, names: Iterable[str]) -> tuple[str, str, dict[str, str]]:
-    """Split an exercise file into (docstring, set-up source, {function name: source}).
-
-    The set-up is everything at top level except the docstring, the named functions
-    and an ``if __name__ == "__main__":`` block: imports first, then shared helpers.
-    """
-    if not path.exists():
-        raise NotebookBuildError(f"The exercise file {path} does not exist; the lesson's exercises need it.")
-    source = path.read_text(encoding="utf-8")
-    try:
-        tree = ast.parse(source, filename=str(path))
-    except SyntaxError as exc:
-        raise NotebookBuildError(f"{path}:{exc.lineno}: not valid Python ({exc.msg}).") from None
-    lines = source.splitlines()
-    wanted = set(names)
-    docstring = ast.get_docstring(tree) or ""
-    body = tree.body[1:] if docstring else tree.body
-    imports, helpers, functions = [], [], {}
-    for node in body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name in wanted:
-            functions[node.name] = _segment(lines, node)
-        elif isinstance(node, (ast.Import, ast.ImportFrom)):
-            imports.append(_segment(lines, node))
-        elif not _is_main_guard(node):
-            helpers.append(_segment(lines, node))
-    missing = [n for n in names if n not in functions]
-    if missing:
-        raise NotebookBuildError(
-            f"{path} has no top-level function {', '.join(map(repr, missing))}, "
-            "which the lesson names as an exercise. Add the stub there."
-        )
-    setup = "\n".join(imports)
-    if helpers:
-        setup += "\n\n\n" + "\n\n\n".join(helpers)
-    return docstring, setup, functions
-
-
 def build_exercise_notebook(lesson: Lesson | LessonInfo | int | str,
                             exercise_path: Path | None = None) -> nbformat.NotebookNode:
     """The exercise notebook: the stubs of ``exercises/NN_slug.py``, as graded cells."""
@@ -259,14 +220,19 @@ def build_exercise_notebook(lesson: Lesson | LessonInfo | int | str,
     nb_name = exercise_notebook_name(info)
     cells.markdown(
         f"# Lesson {info.number} exercises: {lesson.title}\n\n"
-        f"Generated from `{_relative(path)}` by `python -m mechinterp_edu notebooks`. "
-        f"The lesson itself is `{lesson_notebook_name(info)}`.\n\n"
-        "Replace each `raise NotImplementedError(...)` with your code. Only the cells tagged "
-        f"`{GRADED_TAG}` (the set-up cell and one cell per exercise) are graded: keep each "
-        "function's name and signature, and put experiments in new, untagged cells."
+        f"The lesson itself is the notebook `{lesson_notebook_name(info)}` (or the app's lesson page).\n\n"
+        "Replace each `raise NotImplementedError(...)` with your code, run the cell, then run the "
+        "`check(...)` cell below it: it grades that one function in the course's sandbox, prints "
+        "what is right or wrong (with a diagnosis of common mistakes) and records your progress. "
+        f"Cells tagged `{GRADED_TAG}` (the set-up cell and one cell per exercise) are what the "
+        "grader reads when you grade the whole notebook: keep each function's name and "
+        "signature, and put experiments in new, untagged cells."
     )
+    docstring = _without_file_instructions(docstring)
     if docstring:
         cells.markdown(docstring)
+    cells.code(INSTALL_CELL + "\nfrom mechinterp_edu.notebook_exercises import exercise_checker\n\n"
+               f"check = exercise_checker(lesson={info.number})  # check(\"name\", function): grade one exercise")
     cells.code(setup, tags=[GRADED_TAG])
     for name in names:
         exercise = summaries.get(name)
@@ -281,10 +247,15 @@ def build_exercise_notebook(lesson: Lesson | LessonInfo | int | str,
         if details:
             text += "\n\n(" + "; ".join(details) + ".)"
         cells.markdown(text)
-        cells.code(functions[name], tags=[GRADED_TAG])
+        stub, hints = split_hints(functions[name])
+        if hints:
+            cells.markdown(hints_markdown(hints))
+        cells.code(stub, tags=[GRADED_TAG])
+        cells.code(f"check({name!r}, {name})")
     cells.markdown(
-        "## Grade your work\n\n"
-        "Save the notebook, then in a terminal at the repository root:\n\n"
+        "## Grade the whole notebook\n\n"
+        "The `check` cells grade one exercise each. To grade every exercise at once, save the "
+        "notebook, then in a terminal at the repository root:\n\n"
         "```bash\n"
         f"python -m mechinterp_edu grade path/to/{nb_name} --lesson {info.number}\n"
         "```\n\n"
@@ -386,14 +357,32 @@ def _use_offline_chart_renderer() -> None:
         alt.renderers.enable("svg")
 
 
-def show_live(name: str, ctx: dict[str, Any] | None = None) -> None:
-    """Compute a registered live chart with the controls ``ctx`` and display what it returns."""
+def show_live(name: str, ctx: dict[str, Any] | None = None, code: bool = True) -> None:
+    """Compute a registered live chart with the controls ``ctx`` and display what it returns,
+    after the source of the function that computes it (``code=False`` hides it)."""
     from IPython.display import Markdown, display
 
     from mechinterp_edu.live import compute, get_chart
 
-    display(Markdown(f"**{get_chart(name).title}**"))
+    chart = get_chart(name)
+    display(Markdown(f"**{chart.title}**"))
+    if code:
+        display(Markdown(chart_code_markdown(chart.fn)))
     display_live_output(compute(name, dict(ctx or {})))
+
+
+def chart_code_markdown(fn: Any) -> str:
+    """The source of a chart function (under its decorators) as a collapsible markdown block."""
+    import inspect
+
+    fn = inspect.unwrap(fn)
+    try:
+        source = inspect.getsource(fn)
+        where = f"{fn.__module__}.{fn.__qualname__}"
+    except (OSError, TypeError):
+        return "*(the source of this chart is not available)*"
+    return (f"<details open>\n<summary>Code: <code>{where}</code></summary>\n\n"
+            f"```python\n{source.rstrip()}\n```\n\n</details>")
 
 
 def _is_step_result(obj: Any) -> bool:
