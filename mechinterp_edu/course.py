@@ -23,7 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, TypeVar
 
-ROOT = Path(__file__).resolve().parent.parent
+_PACKAGE = Path(__file__).resolve().parent
+# The checkout (lessons/, exercises/ beside the package), or an installed package's copy of
+# them (setup.py puts them in mechinterp_edu/_course when it builds a wheel).
+ROOT = _PACKAGE / "_course" if (_PACKAGE / "_course" / "lessons").is_dir() else _PACKAGE.parent
 LESSONS_DIR = ROOT / "lessons"
 EXERCISES_DIR = ROOT / "exercises"
 SOLUTIONS_DIR = ROOT / "solutions"
