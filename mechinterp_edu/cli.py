@@ -47,7 +47,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lesson", default=None, help="only this lesson")
 
     p = sub.add_parser("bench", help="speed measurements, each printed as a side-by-side ratio")
-    p.add_argument("--quick", action="store_true", help="smaller sizes (for smoke tests)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--quick", action="store_true", help="smallest sizes (for smoke tests)")
+    size.add_argument("--full", action="store_true",
+                      help="also the long comparisons (the default run stays within about 2 minutes)")
     return parser
 
 
