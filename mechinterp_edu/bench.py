@@ -139,6 +139,8 @@ def bench_command(args) -> int:
     print(f"bench ({mode}) took {seconds_text(total)}" + (f" (budget {budget:g} s)" if budget else ""))
     if budget is not None and total > budget:
         missed.append(f"the bench itself: {seconds_text(total)}, budget {budget:g} s in {mode} mode")
+    if mode != "full":
+        print("Not measured in this mode: the long comparisons and their targets (run with --full).")
     if missed:
         print(f"TARGETS MISSED ({len(missed)}):")
         for line in missed:

@@ -9,6 +9,7 @@ changing the course: the spec builds its cases, e.g. loads the trained model).
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -23,11 +24,19 @@ def solution_files() -> list:
     return [lesson.solution_path for lesson in LESSONS if lesson.solution_path.is_file()]
 
 
+def _cpu_of_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _grade_cli(files, env=None) -> tuple[float, str]:
-    start = time.perf_counter()
+    """Wall seconds of one ``grade`` process, and a note with its score and its CPU seconds
+    (the grader and its sandbox children): on a busy machine the wall time exceeds the CPU time."""
+    start, cpu = time.perf_counter(), _cpu_of_children()
     proc = subprocess.run([sys.executable, "-m", "mechinterp_edu", "grade", *map(str, files),
                            "--no-progress", "--json"], capture_output=True, text=True, env=env)
     seconds = time.perf_counter() - start
+    cpu = _cpu_of_children() - cpu
     import json
 
     score = max_score = 0
@@ -38,7 +47,7 @@ def _grade_cli(files, env=None) -> tuple[float, str]:
             continue
         score += obj["score"]
         max_score += obj["max_score"]
-    return seconds, f"{score:g}/{max_score:g} points, exit code {proc.returncode}"
+    return seconds, f"{score:g}/{max_score:g} points, exit code {proc.returncode}, {cpu:.3g} s CPU"
 
 
 ONE_LESSON_TARGET_S = 5.0
