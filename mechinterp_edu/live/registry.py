@@ -71,6 +71,6 @@ def compute(name: str, ctx: dict[str, Any] | None = None) -> LiveOutput:
     full: dict[str, Any] = {}
     lesson = _lesson_of(name)
     if lesson is not None and lesson.source_path.exists():
-        full.update(load_lesson(lesson.source_path).default_context())
+        full.update(load_lesson(lesson.source_path, fill=False).default_context())
     full.update(ctx or {})
     return chart.fn(full)
