@@ -53,7 +53,7 @@ def test_exercise_notebook_layout(info):
     assert ".py" not in intro, "the exercise notebook's intro must not name the .py file"
     graded = [c for c in nb.cells if "graded" in c.metadata.get("tags", [])]
     for cell in graded[1:]:
-        name = ast.parse(cell.source).body[0].name
+        name = ast.parse(cell.source).body[0].name          # still valid Python without the hints
         assert "Hints:" not in cell.source
         after = nb.cells[nb.cells.index(cell) + 1]
         assert after.cell_type == "code" and after.source == f"check({name!r}, {name})"
