@@ -10,6 +10,7 @@ whose parts are found by convention:
     grading.py      EXERCISES    (graded exercises, ``Exercise``)
     charts.py       CHARTS       (live charts, ``LiveChart``)
     model.py        MODELS       (model-zoo recipes, ``ModelSpec``; only lessons that build a model)
+    facts.py        facts()      (the numbers the lesson text states as ``{{name}}``; see lesson_source)
 
 Engines (app, notebooks, grader, model zoo, CLI) read these lists through :func:`parts`
 and never import a lesson package any other way. :func:`override` swaps the lesson list

@@ -285,19 +285,12 @@ def placeholders(lesson: Lesson) -> list[Placeholder]:
 
 
 def lesson_facts(number: int) -> dict[str, Any]:
-    """``facts()`` of the lesson's package module ``facts`` (empty when it has none)."""
-    import importlib
-
+    """``facts()`` of the lesson's ``facts`` module, found through the course map (empty when
+    the lesson has none)."""
     from mechinterp_edu.course import get_lesson
 
-    module_name = f"mechinterp_edu.lessons.{get_lesson(number).slug}.facts"
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError as exc:
-        if exc.name and module_name.startswith(exc.name):
-            return {}
-        raise
-    return dict(module.facts())
+    module = get_lesson(number).part("facts")
+    return dict(module.facts()) if module is not None else {}
 
 
 def format_fact(value: Any, spec: str = "", in_math: bool = False) -> str:
