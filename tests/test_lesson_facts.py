@@ -90,7 +90,7 @@ KNOWN_MEASURED = {
     1: ["last bit", "2e-14"],
     2: ["48 × 48"],
     3: ["**100%**", "23 of the 24", "23 of 24", "95.8%", "110{,}592", "110,592", "4096", "12 logits",
-        "0.15%", "98%", "Head 1 carries", "Head 0 pays", "head 0's output"],
+        "0.15%", "98%", "Head 1 carries", "Head 0 pays", "head 0's output", "Try head 0 and head 1"],
 }
 
 
