@@ -35,7 +35,8 @@ A number the text states is never typed in: it is a placeholder ``{{name}}`` or
 ``{{lift:.0f}}``), filled by :func:`load_lesson` from ``facts()`` of the lesson's module
 ``mechinterp_edu.lessons.<slug>.facts`` (``def facts() -> dict[str, object]``, cached,
 computed by the lesson's own code; tests assert every fact against an independent
-computation). So the app, the notebooks and the tests read the same numbers.
+computation). So the app, the notebooks and the tests read the same numbers. The
+values are cached on disk (:mod:`mechinterp_edu.facts`) so a page load does not recompute them.
 
 * Placeholders are filled in markdown blocks and step titles, **including inside LaTeX
   math**: there the formatted value is made safe for TeX (``,`` becomes ``{,}`` so a
@@ -286,11 +287,11 @@ def placeholders(lesson: Lesson) -> list[Placeholder]:
 
 def lesson_facts(number: int) -> dict[str, Any]:
     """``facts()`` of the lesson's ``facts`` module, found through the course map (empty when
-    the lesson has none)."""
+    the lesson has none); cached on disk by :mod:`mechinterp_edu.facts`."""
     from mechinterp_edu.course import get_lesson
+    from mechinterp_edu.facts import lesson_facts as cached_facts
 
-    module = get_lesson(number).part("facts")
-    return dict(module.facts()) if module is not None else {}
+    return cached_facts(get_lesson(number))
 
 
 def format_fact(value: Any, spec: str = "", in_math: bool = False) -> str:

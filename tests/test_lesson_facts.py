@@ -254,3 +254,66 @@ def test_lesson3_bug_facts_by_ablating_heads(model32):
     assert f["p_bay_all_heads"] == pytest.approx(full_keep.softmax(-1)[:, bay].mean().item(), rel=1e-4)
     ablated = _bay_after(model32, with_keep, f["repair_head"]).softmax(-1)[:, bay].mean().item()
     assert f["p_bay_without_repair"] == pytest.approx(ablated, rel=1e-4)
+
+
+# --------------------------------------------------------------------------- the disk cache
+def _fake_lesson(tmp_path, monkeypatch):
+    """A lesson-like object whose facts() counts its calls in a file."""
+    import importlib
+    import types
+
+    pkg = tmp_path / "fake_facts_pkg"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    calls = tmp_path / "calls.txt"
+    (pkg / "facts.py").write_text(
+        "def facts():\n"
+        f"    with open({str(calls)!r}, 'a') as fh:\n"
+        "        fh.write('x')\n"
+        "    return {'answer': 42, 'share': 0.5, 'name': 'keep'}\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    importlib.invalidate_caches()
+    lesson = types.SimpleNamespace(slug="fake", module="fake_facts_pkg",
+                                   part=lambda name: importlib.import_module(f"fake_facts_pkg.{name}"))
+    return lesson, lambda: len(calls.read_text()) if calls.exists() else 0
+
+
+def test_facts_are_cached_on_disk_and_recomputed_when_the_key_changes(tmp_path, monkeypatch):
+    from mechinterp_edu import facts as engine
+    monkeypatch.setenv(engine.ENV_VAR, str(tmp_path / "cache"))
+    monkeypatch.setattr(engine, "_MEMO", {})
+    lesson, calls = _fake_lesson(tmp_path, monkeypatch)
+    expected = {"answer": 42, "share": 0.5, "name": "keep"}
+    assert engine.lesson_facts(lesson) == expected and calls() == 1
+    engine._MEMO.clear()
+    assert engine.lesson_facts(lesson) == expected and calls() == 1, "read from the disk cache"
+    (written,) = (tmp_path / "cache").glob("fake-*.json")
+    written.write_text("{not json")
+    engine._MEMO.clear()
+    assert engine.lesson_facts(lesson) == expected and calls() == 2, "a corrupt entry is recomputed"
+    monkeypatch.setattr(engine, "cache_key", lambda slug: "another-key")
+    engine._MEMO.clear()
+    assert engine.lesson_facts(lesson) == expected and calls() == 3, "a new key recomputes"
+    monkeypatch.setenv(engine.ENV_VAR, "off")
+    engine._MEMO.clear()
+    engine.lesson_facts(lesson)
+    engine._MEMO.clear()
+    engine.lesson_facts(lesson)
+    assert calls() == 5, "with the cache off, every process computes"
+
+
+def test_cache_key_follows_code_and_checkpoints(tmp_path, monkeypatch):
+    from mechinterp_edu import facts as engine
+    (tmp_path / "lessons" / "x").mkdir(parents=True)
+    (tmp_path / "models" / "checkpoints").mkdir(parents=True)
+    code, checkpoint = tmp_path / "lessons" / "x" / "facts.py", tmp_path / "models" / "checkpoints" / "m.pt"
+    code.write_text("A = 1\n")
+    checkpoint.write_bytes(b"weights")
+    monkeypatch.setattr(engine, "PACKAGE", tmp_path)
+    first = engine.cache_key("x")
+    assert engine.cache_key("x") == first and engine.cache_key("y") != first
+    code.write_text("A = 2\n")
+    second = engine.cache_key("x")
+    assert second != first
+    checkpoint.write_bytes(b"retrained weights")
+    assert engine.cache_key("x") != second
