@@ -4,7 +4,7 @@
 models and code, which can take seconds (loading a checkpoint, a forward pass over a held-out
 set). The values are cached as JSON under ``$MECHINTERP_EDU_FACTS_CACHE`` (default
 ``~/.cache/mechinterp_edu/facts``; ``off`` disables it), keyed by everything they can depend
-on: the source of every lesson package and of the model zoo, the shipped checkpoints (name,
+on: the package's Python source (all of it but the app), the shipped checkpoints (name,
 size, modification time) and the torch version. Change any of them and the facts are
 recomputed. Tests assert the facts by calling ``facts()`` itself, never through this cache.
 """
@@ -36,13 +36,12 @@ def cache_dir() -> Optional[Path]:
 def cache_key(slug: str) -> str:
     """A hash of what a lesson's facts can depend on (see the module docstring)."""
     digest = hashlib.sha256(slug.encode())
-    for folder in ("lessons", "models"):
-        for path in sorted((PACKAGE / folder).rglob("*")):
-            if path.suffix == ".py":
-                digest.update(path.relative_to(PACKAGE).as_posix().encode() + path.read_bytes())
-            elif path.suffix == ".pt":
-                stat = path.stat()
-                digest.update(f"{path.relative_to(PACKAGE).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
+    for path in sorted(PACKAGE.rglob("*")):
+        if path.suffix == ".py" and "app" not in path.relative_to(PACKAGE).parts:
+            digest.update(path.relative_to(PACKAGE).as_posix().encode() + path.read_bytes())
+        elif path.suffix == ".pt":
+            stat = path.stat()
+            digest.update(f"{path.relative_to(PACKAGE).as_posix()}:{stat.st_size}:{stat.st_mtime_ns}".encode())
     try:
         digest.update(version("torch").encode())
     except PackageNotFoundError:
