@@ -85,5 +85,9 @@ def _write(path: Path, values: dict[str, Any]) -> None:
         return                                  # not JSON (a fact that is not a number or string): no cache
     try:
         write_atomically(path, lambda fh: fh.write(text.encode("utf-8")), durable=False)
+        slug = path.name.rsplit("-", 1)[0]
+        for stale in path.parent.glob(f"{slug}-*.json"):     # entries of older code or checkpoints
+            if stale != path:
+                stale.unlink(missing_ok=True)
     except OSError:
         pass                                    # a read-only home: compute every time, never fail

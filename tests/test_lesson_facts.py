@@ -294,6 +294,8 @@ def test_facts_are_cached_on_disk_and_recomputed_when_the_key_changes(tmp_path, 
     monkeypatch.setattr(engine, "cache_key", lambda slug: "another-key")
     engine._MEMO.clear()
     assert engine.lesson_facts(lesson) == expected and calls() == 3, "a new key recomputes"
+    assert [p.name for p in (tmp_path / "cache").glob("fake-*.json")] == ["fake-another-key.json"], \
+        "the stale entry is removed"
     monkeypatch.setenv(engine.ENV_VAR, "off")
     engine._MEMO.clear()
     engine.lesson_facts(lesson)
