@@ -71,12 +71,12 @@ def lesson_facts(lesson) -> dict[str, Any]:
     if not isinstance(values, dict):
         values = dict(lesson.part("facts").facts())     # imported only when the cache misses
         if path is not None:
-            _write(path, values)
+            _write(path, values, lesson.slug)
     _MEMO[memo_key] = values
     return dict(values)
 
 
-def _write(path: Path, values: dict[str, Any]) -> None:
+def _write(path: Path, values: dict[str, Any], slug: str) -> None:
     from mechinterp_edu.atomic import write_atomically
 
     try:
@@ -85,7 +85,6 @@ def _write(path: Path, values: dict[str, Any]) -> None:
         return                                  # not JSON (a fact that is not a number or string): no cache
     try:
         write_atomically(path, lambda fh: fh.write(text.encode("utf-8")), durable=False)
-        slug = path.name.rsplit("-", 1)[0]
         for stale in path.parent.glob(f"{slug}-*.json"):     # entries of older code or checkpoints
             if stale != path:
                 stale.unlink(missing_ok=True)
