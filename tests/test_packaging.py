@@ -84,14 +84,12 @@ def _copy_project(dest: Path) -> Path:
     return dest
 
 
-@pytest.mark.slow
-def test_pip_install_into_an_empty_venv(tmp_path):
-    """Offline: the new venv sees this environment's third-party packages through a .pth file
-    (so nothing is downloaded) but not mechinterp_edu (an editable install's finder is not
-    active on a .pth path); ``pip install --no-deps --no-index`` builds and installs the package."""
+def _empty_venv(tmp_path):
+    """A venv that sees this environment's third-party packages through a .pth file (so nothing
+    is downloaded) but not mechinterp_edu (an editable install's finder is not active on a .pth
+    path). --without-pip: pip and a current setuptools come through the .pth too (a venv's own
+    bundled setuptools may be too old to build wheels offline)."""
     venv = tmp_path / "venv"
-    # --without-pip: pip and a current setuptools come from this environment through the .pth
-    # below (a venv's own bundled setuptools may be too old to build wheels offline)
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     py = venv / "bin" / "python"
     site = Path(subprocess.run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
@@ -99,11 +97,41 @@ def test_pip_install_into_an_empty_venv(tmp_path):
     (site / "course_deps.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
     env["OMP_NUM_THREADS"] = "1"
+
+    def run(*args, cwd, extra_env=None):
+        return subprocess.run([str(a) for a in args], cwd=cwd, env={**env, **(extra_env or {})},
+                              capture_output=True, text=True)
+
+    return py, site, run
+
+
+@pytest.mark.slow
+def test_the_notebooks_install_cell_installs_the_course(tmp_path):
+    """The first cell of every notebook, run where mechinterp_edu is missing, finds the checkout
+    around the notebook, pip-installs it (offline here) and the import works without a restart."""
+    from mechinterp_edu.notebook_exercises import INSTALL_CELL
+
+    py, site, run = _empty_venv(tmp_path)
+    project = _copy_project(tmp_path / "project")
+    (project / "notebooks").mkdir()
+    cell = INSTALL_CELL + "\nimport mechinterp_edu\nprint('@@', mechinterp_edu.__file__)\n"
+    result = run(py, "-c", cell, cwd=project / "notebooks",
+                 extra_env={"PIP_NO_INDEX": "1", "PIP_NO_BUILD_ISOLATION": "0"})
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"@@ {site}" in result.stdout
+    again = run(py, "-c", cell, cwd=tmp_path)          # installed now: the cell only imports
+    assert again.returncode == 0 and f"@@ {site}" in again.stdout, again.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_pip_install_into_an_empty_venv(tmp_path):
+    """``pip install --no-deps --no-index`` builds and installs the package into an empty venv."""
+    py, site, run_in = _empty_venv(tmp_path)
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
 
     def run(*args, cwd=elsewhere):
-        return subprocess.run([str(a) for a in args], cwd=cwd, env=env, capture_output=True, text=True)
+        return run_in(*args, cwd=cwd)
 
     before = run(py, "-c", "import mechinterp_edu")
     assert before.returncode != 0, "the empty venv must not see mechinterp_edu before the install"
