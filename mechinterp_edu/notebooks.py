@@ -7,20 +7,26 @@ written by hand, so regenerate rather than edit::
     python -m mechinterp_edu notebooks                 # every lesson, into notebooks/
     python -m mechinterp_edu notebooks --lesson 2      # one lesson
 
+Both start with the install cell (:data:`mechinterp_edu.notebook_exercises.INSTALL_CELL`):
+it only imports where the course is installed, and ``pip install``s a checkout or URL
+where it is not (Colab).
+
 Lesson notebook (``NN_slug.ipynb``):
-    markdown blocks -> markdown cells (a step's title becomes a ``##`` heading),
-    code blocks -> code cells, ``::derivation name[:step]`` -> a cell calling
-    :func:`show_derivation` (checks the steps with sympy, shows each verdict),
-    ``::chart name`` -> a cell calling :func:`show_live` with ``ctx``, the page's
-    controls (set in the first code cell), ``::exercise name`` -> a markdown pointer
-    to the exercise.
+    markdown blocks -> markdown cells (a step's title becomes a ``##`` heading; numbers
+    filled from the lesson's facts), code blocks -> code cells, ``::derivation
+    name[:step]`` -> a cell calling :func:`show_derivation` (checks the steps with sympy,
+    shows each verdict), ``::chart name`` -> a cell calling :func:`show_live` with ``ctx``,
+    the page's controls (set in the set-up cell), which prints the chart function's code
+    above the chart, ``::exercise name`` -> a markdown pointer to the exercise.
 
 Exercise notebook (``NN_slug_exercises.ipynb``):
     one set-up cell with the imports (and shared helpers) of ``exercises/NN_slug.py``,
-    then per exercise a markdown cell (what to implement) and a code cell with the
-    stub's source, extracted with :mod:`ast`. The set-up and stub cells carry the
-    cell tag ``graded``: when a notebook has tagged cells, the grader reads only
-    those. A last cell says how to grade the notebook.
+    then per exercise a markdown cell (what to implement), its hints behind a
+    ``<details>`` fold (taken out of the stub's docstring), a code cell with the stub's
+    source, extracted with :mod:`ast`, and a ``check("name", name)`` cell that grades that
+    one function (:func:`mechinterp_edu.notebook_exercises.check`). The set-up and stub
+    cells carry the cell tag ``graded``: when a notebook has tagged cells, the grader reads
+    only those. A last cell says how to grade the whole notebook.
 
 Cell ids are deterministic, so regenerating an unchanged lesson gives identical files.
 """
