@@ -46,6 +46,13 @@ def _build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("derivations", help="check every sympy derivation step and print its verdict")
     p.add_argument("--lesson", default=None, help="only this lesson")
 
+    p = sub.add_parser("proofs", help="lesson 4: prove lower bounds on a max-of-K model's accuracy")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--model", default=None, help="a zoo model or `untrained` (default: max_of_4)")
+    group.add_argument("--weights", default=None, metavar="FILE",
+                       help="a torch.save'd dict of W_E, W_pos, W_Q, W_K, W_V, W_O, W_U")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+
     p = sub.add_parser("bench", help="speed measurements, each printed as a side-by-side ratio")
     size = p.add_mutually_exclusive_group()
     size.add_argument("--quick", action="store_true", help="smallest sizes (for smoke tests)")
@@ -78,6 +85,9 @@ def main(argv: list[str] | None = None) -> int:
             return notebooks_command(args)
         if args.command == "derivations":
             return _derivations_command(args)
+        if args.command == "proofs":
+            from mechinterp_edu.lessons.max_of_k.proofs_cli import proofs_command
+            return proofs_command(args)
         if args.command == "bench":
             from mechinterp_edu.bench import bench_command
             return bench_command(args)

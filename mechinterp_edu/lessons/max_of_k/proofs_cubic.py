@@ -1,0 +1,134 @@
+"""Compact proofs, part 2: the cubic proof, O(d_vocab^3 2^n_ctx n_ctx).
+
+What it certifies. Group the inputs by (m, q, c): m the largest token, q the query (last)
+token, c the largest token below m (c = q is allowed; "all tokens are m" is its own group). For
+each group it proves a lower bound on
+
+    margin(x) = min_{o != m} (logit_m(x) - logit_o(x))
+
+that holds for *every* input in the group; when the bound is positive (above a float64 safety
+margin) every input of the group is certified: the max token's logit is strictly the largest.
+
+Why it is sound. Write G for the positions holding m and B for the others (tokens <= c). Then
+
+    margin(x) = EU[q, m] - EU[q, o] + sum_i p_i v_i(o),
+    v_i(o)    = EVOU[x_i, m] - EVOU[x_i, o] + PVOU[i, m] - PVOU[i, o],
+
+with p = softmax of the scores EQKE[q, x_i] + EQKP[q, i]. Each term is bounded below by its
+minimum over o (a sum of minima is at most the minimum of the sum), v_i by ``Vg(m, i)`` on G and
+by ``Vb(m, c, i)`` (worst token t <= c: *pessimal ablation* of the positions we do not look at)
+on B, the query position by its exact value. So sum_i p_i v_i >= w g + (1 - w) b with w the
+attention on G, g the worst G value and b the worst B value. Softmax weight on G only falls when
+a B score rises, so w >= w_lo, computed with every B score at its largest possible value
+(max_{t <= c} EQKE[q, t]). A linear function of w on [w_lo, 1] is smallest at an end:
+sum_i p_i v_i >= min(g, w_lo g + (1 - w_lo) b). Which positions hold m is not known, so the
+proof takes the worst over every possible set G.
+"""
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import Tensor
+
+from mechinterp_edu.lessons.max_of_k.proofs import (
+    Flops,
+    ProofResult,
+    Weights,
+    _timed,
+    count_inputs,
+    safety_margin,
+    tables,
+    top2_excluding,
+)
+
+
+def value_bounds(c, flops: Flops) -> tuple[Tensor, Tensor]:
+    """D[t, m, i] = min_{o != m} v_i(o) for token t at position i (t [V], m [V], i [n]), and its
+    running minimum over t <= c: Vb[c, m, i] (the pessimal token for each c). O(V^2 n)."""
+    V, n = c.d_vocab, c.n_ctx
+    values = flops.ew(c.EVOU[:, None, :] + c.PVOU[None, :, :])          # [t, i, o]
+    D = top2_excluding(values.reshape(V * n, V), flops).reshape(V, n, V).permute(0, 2, 1)  # [t, m, i]
+    Vb = flops.reduce(D, torch.cummin(D, dim=0).values)                   # [c, m, i]
+    return D, Vb
+
+
+def _logsumexp(x: Tensor, dim: int, flops: Flops) -> Tensor:
+    return flops.reduce(x, torch.logsumexp(x, dim=dim)) if x.shape[dim] else torch.full(
+        x.shape[:dim] + x.shape[dim + 1:], float("-inf"), dtype=x.dtype, device=x.device)
+
+
+def _cubic(w: Weights, flops: Flops) -> tuple[int, dict]:
+    c = tables(w, flops)
+    V, n = c.d_vocab, c.n_ctx
+    dev = c.EQKE.device
+    eps = safety_margin(c)
+    free = list(range(n - 1))
+    ar = torch.arange(V, device=dev)
+    EUex = top2_excluding(c.EU, flops)                                    # [q, m]
+    D, Vb = value_bounds(c, flops)
+    Vg = D[ar, ar]                                                        # [m, i]: m at position i
+    top_key = flops.reduce(c.EQKE, torch.cummax(c.EQKE, dim=1).values)    # [q, c]: max_{t<=c} EQKE[q,t]
+    s_query = flops.ew(c.EQKE[ar, ar] + c.EQKP[:, n - 1])                 # [q]
+    D_query = D[:, :, n - 1]                                              # [q, m]: the query's value
+    inf = torch.tensor(float("inf"), dtype=torch.float64, device=dev)
+
+    # q < m: G = the free positions holding m (non-empty), B = the other free ones + the query.
+    worst_below = torch.full((V, V, V), float("inf"), dtype=torch.float64, device=dev)   # [q, m, c]
+    # q == m: G = the query + some free positions, B = the rest (non-empty).
+    worst_max = torch.full((V, V), float("inf"), dtype=torch.float64, device=dev)        # [m, c]
+    for size in range(0, n):
+        for G in itertools.combinations(free, size):
+            B = [j for j in free if j not in G]
+            lse_B = flops.ew(top_key + _logsumexp(c.EQKP[:, B], 1, flops)[:, None])           # [q, c]
+            b_free = (flops.reduce(Vb[:, :, B], Vb[:, :, B].amin(-1)).T if B
+                      else inf.expand(V, V))                                                 # [m, c]
+            if G:                                                     # the case q < m
+                lse_G = flops.ew(c.EQKE + _logsumexp(c.EQKP[:, list(G)], 1, flops)[:, None])  # [q, m]
+                lse_Bq = flops.ew(torch.logaddexp(lse_B, s_query[:, None]))                  # [q, c]
+                w_lo = flops.ew(torch.sigmoid(flops.ew(lse_G[:, :, None] - lse_Bq[:, None, :])), 2)
+                g = flops.reduce(Vg[:, list(G)], Vg[:, list(G)].amin(-1))                    # [m]
+                b = flops.ew(torch.minimum(b_free[None, :, :], D_query[:, :, None]))         # [q, m, c]
+                bound = _mix(EUex[:, :, None], g[None, :, None], b, w_lo, flops)
+                if not B:                                             # only when the query is c
+                    bound = torch.where(ar[:, None, None] == ar[None, None, :], bound, inf)
+                worst_below = flops.ew(torch.minimum(worst_below, bound))
+            if B:                                                     # the case q == m
+                Gq = list(G) + [n - 1]
+                lse_G = flops.ew(c.EQKE[ar, ar] + _logsumexp(c.EQKP[:, Gq], 1, flops))       # [m]
+                lse_Bm = lse_B                                                               # [m (as q), c]
+                w_lo = flops.ew(torch.sigmoid(flops.ew(lse_G[:, None] - lse_Bm)), 2)
+                g = flops.reduce(Vg[:, Gq], Vg[:, Gq].amin(-1))                              # [m]
+                bound = _mix(EUex[ar, ar][:, None], g[:, None], b_free, w_lo, flops)
+                worst_max = flops.ew(torch.minimum(worst_max, bound))
+    all_m = flops.ew(EUex[ar, ar] + flops.reduce(Vg, Vg.amin(-1)))                          # [m]
+
+    ok_below = (worst_below > eps).cpu()
+    ok_max = (worst_max > eps).cpu()
+    ok_all = (all_m > eps).cpu()
+    n_certified = int(ok_all.sum())
+    certified_groups = int(ok_all.sum())
+    for m in range(V):
+        for cc in range(m):
+            n_certified += count_inputs(V, n, m, cc, "max") * int(ok_max[m, cc])
+            certified_groups += int(ok_max[m, cc])
+            if n > 1:
+                below = ok_below[:cc, m, cc]                          # queries q < c
+                n_certified += count_inputs(V, n, m, cc, "below") * int(below.sum())
+                n_certified += count_inputs(V, n, m, cc, "c") * int(ok_below[cc, m, cc])
+                certified_groups += int(below.sum()) + int(ok_below[cc, m, cc])
+    return n_certified, {"certified_groups": certified_groups, "eps": eps,
+                         "worst_below": worst_below.cpu(), "worst_max": worst_max.cpu(),
+                         "all_max": all_m.cpu()}
+
+
+def _mix(direct: Tensor, g: Tensor, b: Tensor, w_lo: Tensor, flops: Flops) -> Tensor:
+    """direct + min(g, w_lo g + (1 - w_lo) b): the worst average of a G value and a B value when
+    the G weight is at least w_lo (broadcast)."""
+    mixed = flops.ew(b + flops.ew(w_lo * flops.ew(g - b)))
+    return flops.ew(direct + flops.ew(torch.minimum(g.expand_as(mixed), mixed)))
+
+
+def cubic_proof(w: Weights) -> ProofResult:
+    """The cubic proof on weights ``w`` (see the module docstring)."""
+    return _timed(_cubic, "cubic", "cubic", w)
