@@ -207,3 +207,67 @@ def train_tiny(loss_fn, steps=1500, d_vocab=64, n_ctx=4, d_model=32, seed=0):
         loss.backward()
         optimizer.step()
     return {k: w.detach() for k, w in weights.items()}
+
+
+# --------------------------------------------------------------------------- 7. compact proofs
+# A proof certifies inputs on which the max token's logit is STRICTLY the largest: an input whose
+# top logits tie counts as wrong. The five tables: EQKE [V (query), V (key)], EQKP [V, n_ctx],
+# EU [V (query), V (logit)], EVOU [V (attended token), V (logit)], PVOU [n_ctx, V (logit)].
+
+
+def strictly_correct_inputs(EQKE, EQKP, EU, EVOU, PVOU):
+    """Brute force: bool tensor [d_vocab] * n_ctx; entry [x_0, ..., x_{n-1}] is True when, on that
+    input, the max token's logit is strictly larger than every other logit.
+
+    Difficulty 2 (medium), about 20 minutes.
+
+    Hints:
+      * torch.cartesian_prod lists every input, the first token varying slowest.
+      * A tie is wrong: compare with a strict > against the largest of the OTHER logits.
+    """
+    raise NotImplementedError("not implemented yet")
+
+
+def pessimal_ablation_bound(g, b, w_lo):
+    """The smallest value of w * g + (1 - w) * b over every weight w in [w_lo, 1] (elementwise).
+
+    g: the worst value a max position writes; b: the worst value any other position writes;
+    w_lo: the least attention the max positions can get. Difficulty 1 (easy), about 10 minutes.
+
+    Hint: the expression is linear in w.
+    """
+    raise NotImplementedError("not implemented yet")
+
+
+def cubic_bound(EQKE, EQKP, EU, EVOU, PVOU):
+    """The cubic proof. Return out [m, q, c] (float, shape [V, V, V]): a lower bound on
+    min_{o != m} (logit_m - logit_o) valid for EVERY input whose max is m, whose last token is q
+    and whose largest token below m is c (c = m: every token is m). Groups that hold no input
+    (e.g. q > m) are ignored: put +inf there.
+
+    Difficulty 3 (hard), about 45 minutes. The lesson's step "The cubic proof" walks through it.
+
+    Hints:
+      * Direct path: EU[q, m] - max_{o != m} EU[q, o].
+      * Value of token t at position i: min_{o != m} (EVOU[t, m] - EVOU[t, o] + PVOU[i, m] - PVOU[i, o]);
+        the other positions get the worst token t <= c (pessimal ablation).
+      * The attention on the positions holding m is smallest when every other key scores
+        max_{t <= c} EQKE[q, t] (+ EQKP). Which positions hold m is unknown: try every set.
+      * Combine with your pessimal_ablation_bound. The grader accepts any SOUND bound at least
+        as tight as the lesson's, and names an input that breaks an unsound one.
+    """
+    raise NotImplementedError("not implemented yet")
+
+
+def rank_one_residual_bound(EQKE):
+    """gap [m, c] (shape [V, V]; zero where c >= m): a number with
+    EQKE[q, m] - EQKE[q, t] >= gap[m, c] for EVERY query q and every key t <= c < m,
+    computed from EQKE = sigma1 u v^T + R (first singular triple) and rho = max |R|.
+
+    Difficulty 2 (medium), about 25 minutes.
+
+    Hints:
+      * sigma1 u_q (v_m - v_t) + (R[q, m] - R[q, t]), and |R[q, m] - R[q, t]| <= 2 rho.
+      * For x = v_m - v_t >= 0 the worst query has the smallest u_q; for x < 0 the largest.
+    """
+    raise NotImplementedError("not implemented yet")

@@ -189,3 +189,137 @@ def debug_training_loss(tokens: "Int[Tensor, 'batch n_ctx']", W_E, W_pos, W_Q, W
     logits = resid[:, -1] @ W_U                                    # the last position only
     target = tokens.max(dim=1).values                              # was: tokens[:, -1]
     return torch.nn.functional.cross_entropy(logits, target)
+
+
+# --------------------------------------------------------------------------- 7. compact proofs
+# A proof certifies inputs on which the max token's logit is STRICTLY the largest (a tie is
+# wrong). The tables: EQKE [V (query), V (key)], EQKP [V (query), n_ctx], EU [V (query), V],
+# EVOU [V (attended token), V], PVOU [n_ctx, V].
+
+
+def strictly_correct_inputs(EQKE, EQKP, EU, EVOU, PVOU):
+    """Brute force: bool [d_vocab] * n_ctx, True where the max token's logit is strictly largest.
+
+    Difficulty 2, about 20 minutes.
+    """
+    V, n = EQKE.shape[0], EQKP.shape[1]
+    # Every input, in the order of the output axes (the first token varies slowest).
+    tokens = torch.cartesian_prod(*[torch.arange(V, device=EQKE.device)] * n).reshape(-1, n)
+    x_q = tokens[:, -1]
+    # The scores of the last position, then the attention pattern.
+    scores = EQKE[x_q[:, None], tokens] + EQKP[x_q]                 # [inputs, n]
+    pattern = scores.softmax(dim=-1)
+    # The logits: the direct path plus the attention-weighted values.
+    values = EVOU[tokens] + PVOU                                    # [inputs, n, V]
+    logits = EU[x_q] + (pattern[:, :, None] * values).sum(dim=1)    # [inputs, V]
+    # Right means: the max token's logit beats every other logit (strictly).
+    target = tokens.max(dim=1).values
+    chosen = logits.gather(1, target[:, None])[:, 0]
+    others = logits.scatter(1, target[:, None], float("-inf"))
+    right = chosen > others.max(dim=1).values
+    return right.reshape([V] * n)
+
+
+def pessimal_ablation_bound(g, b, w_lo):
+    """min over w in [w_lo, 1] of w g + (1 - w) b.
+
+    w g + (1 - w) b is linear in w, so its minimum over an interval sits at an end:
+    w = w_lo or w = 1 (which gives g). Difficulty 1, about 10 minutes.
+    """
+    at_floor = w_lo * g + (1 - w_lo) * b
+    at_one = g
+    return torch.minimum(at_floor, at_one)
+
+
+def _beats_every_other(M):
+    """out[r, m] = M[r, m] - max over o != m of M[r, o]."""
+    V = M.shape[1]
+    out = torch.empty_like(M)
+    for m in range(V):
+        others = torch.cat([M[:, :m], M[:, m + 1:]], dim=1)
+        out[:, m] = M[:, m] - others.max(dim=1).values
+    return out
+
+
+def cubic_bound(EQKE, EQKP, EU, EVOU, PVOU):
+    """A lower bound on min_{o != m} (logit_m - logit_o) for every group [m, q, c]: inputs with max
+    m, query (last) token q and largest token below m equal to c (c = m: every token is m).
+    Groups that hold no input get +inf.
+
+    Difficulty 3, about 45 minutes.
+    """
+    V, n = EQKE.shape[0], EQKP.shape[1]
+    inf = float("inf")
+    # 1. The direct path, worst over the other outputs: EU[q, m] - max_{o != m} EU[q, o].
+    direct = _beats_every_other(EU)                                          # [q, m]
+    # 2. The value written by token t at position i, worst over o: D[t, i, m].
+    D = torch.stack([_beats_every_other(EVOU + PVOU[i]) for i in range(n)], dim=1)
+    # 3. Pessimal ablation: the worst value of any token t <= c at position i.
+    worst_value = D.clone()
+    for t in range(1, V):
+        worst_value[t] = torch.minimum(worst_value[t - 1], D[t])                # [c, i, m]
+    # 4. The largest score any key t <= c can get from query q.
+    top_score = EQKE.clone()
+    for t in range(1, V):
+        top_score[:, t] = torch.maximum(top_score[:, t - 1], EQKE[:, t])      # [q, c]
+
+    out = torch.full((V, V, V), inf, dtype=EQKE.dtype)
+    free = n - 1                                                             # positions before the query
+    for m in range(V):
+        # Every token is m: all attention is on m.
+        out[m, m, m] = direct[m, m] + D[m, :, m].min()
+        for q in range(m + 1):
+            for c in range(m):
+                if q < m and q > c:
+                    continue                                                 # q itself is below m, so c >= q
+                worst = inf
+                for mask in range(2 ** free):                                # which free positions hold m
+                    G = [i for i in range(free) if mask >> i & 1]
+                    B = [i for i in range(free) if not mask >> i & 1]
+                    if q < m and (not G or (not B and c != q)):
+                        continue                                             # m must appear; c must appear
+                    if q == m:
+                        if not B:
+                            continue                                         # some token must be c < m
+                        G = G + [n - 1]                                      # the query holds m too
+                    s_G = torch.stack([EQKE[q, m] + EQKP[q, i] for i in G])
+                    s_B = [top_score[q, c] + EQKP[q, j] for j in B]
+                    b_values = [worst_value[c, j, m] for j in B]
+                    if q < m:                                                # the query: token q, exactly
+                        s_B.append(EQKE[q, q] + EQKP[q, n - 1])
+                        b_values.append(D[q, n - 1, m])
+                    # The smallest attention the max positions can get (softmax, others at their top).
+                    w_lo = torch.sigmoid(torch.logsumexp(s_G, 0) - torch.logsumexp(torch.stack(s_B), 0))
+                    g = torch.stack([D[m, i, m] for i in G]).min()
+                    b = torch.stack(b_values).min()
+                    bound = direct[q, m] + torch.minimum(g, w_lo * g + (1 - w_lo) * b)
+                    worst = min(worst, float(bound))
+                out[m, q, c] = worst
+    return out
+
+
+def rank_one_residual_bound(EQKE):
+    """gap[m, c] <= EQKE[q, m] - EQKE[q, t] for every query q and every key t <= c < m
+    (zero where c >= m), from EQKE = sigma1 u v^T + R.
+
+    Difficulty 2, about 25 minutes.
+    """
+    V = EQKE.shape[0]
+    U, S, Vh = torch.linalg.svd(EQKE)
+    sigma1, u, v = S[0], U[:, 0], Vh[0]
+    # The residual, and the most any entry of it can move a score.
+    R = EQKE - sigma1 * torch.outer(u, v)
+    rho = R.abs().max()
+    gap = torch.zeros(V, V, dtype=EQKE.dtype)
+    for m in range(V):
+        for c in range(m):
+            # sigma1 u_q (v_m - v_t): for x = v_m - v_t >= 0 the worst query has the smallest u_q,
+            # for x < 0 the largest. It is concave in x, so the worst key t <= c has the largest
+            # or the smallest v_t.
+            worst = None
+            for x in (v[m] - v[: c + 1].max(), v[m] - v[: c + 1].min()):
+                value = sigma1 * (u.min() * x if x >= 0 else u.max() * x)
+                worst = value if worst is None else torch.minimum(worst, value)
+            # Each residual entry is within rho of zero: the difference of two moves by 2 rho.
+            gap[m, c] = worst - 2 * rho
+    return gap

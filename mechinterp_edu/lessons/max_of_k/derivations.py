@@ -260,3 +260,9 @@ FALSE_STEPS = Derivation(
              explanation="Dropping the query's positional embedding loses a term; it is not zero."),
     ),
 )
+
+
+# The compact proofs' steps (their false variants: proof_steps.PROOFS_FALSE, checked by the tests).
+from mechinterp_edu.lessons.max_of_k.proof_steps import PROOFS  # noqa: E402
+
+register(PROOFS)

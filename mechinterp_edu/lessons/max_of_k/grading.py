@@ -476,3 +476,9 @@ register_exercise(Exercise(
 __all__ = ["EQKE_MISTAKES", "EQKP_MISTAKES", "EU_MISTAKES", "EVOU_MISTAKES", "LOGITS_MISTAKES",
            "MEAN_DIFF_MISTAKES", "PVOU_MISTAKES", "RANK_ONE_MISTAKES", "loss_cases", "rank_one_cases",
            "trained_weights", "weight_cases"]
+
+# The compact proofs (lesson 4, part 7): their specs live with the proofs.
+from mechinterp_edu.lessons.max_of_k.proof_exercises import PROOF_EXERCISES  # noqa: E402
+
+for _exercise in PROOF_EXERCISES:
+    register_exercise(_exercise)

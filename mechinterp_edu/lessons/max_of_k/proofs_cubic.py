@@ -60,9 +60,15 @@ def _logsumexp(x: Tensor, dim: int, flops: Flops) -> Tensor:
 
 def _cubic(w: Weights, flops: Flops) -> tuple[int, dict]:
     c = tables(w, flops)
+    worst_below, worst_max, all_m = cubic_worst_cases(c, flops)
+    return _count_certified(c, worst_below, worst_max, all_m)
+
+
+def cubic_worst_cases(c, flops: Flops) -> tuple[Tensor, Tensor, Tensor]:
+    """The cubic proof's lower bounds on the margin of every group: worst_below [q, m, c] (q < m,
+    q <= c < m), worst_max [m, c] (q = m, c < m) and all_max [m] (every token m)."""
     V, n = c.d_vocab, c.n_ctx
     dev = c.EQKE.device
-    eps = safety_margin(c)
     free = list(range(n - 1))
     ar = torch.arange(V, device=dev)
     EUex = top2_excluding(c.EU, flops)                                    # [q, m]
@@ -102,7 +108,12 @@ def _cubic(w: Weights, flops: Flops) -> tuple[int, dict]:
                 bound = _mix(EUex[ar, ar][:, None], g[:, None], b_free, w_lo, flops)
                 worst_max = flops.ew(torch.minimum(worst_max, bound))
     all_m = flops.ew(EUex[ar, ar] + flops.reduce(Vg, Vg.amin(-1)))                          # [m]
+    return worst_below, worst_max, all_m
 
+
+def _count_certified(c, worst_below: Tensor, worst_max: Tensor, all_m: Tensor) -> tuple[int, dict]:
+    V, n = c.d_vocab, c.n_ctx
+    eps = safety_margin(c)
     ok_below = (worst_below > eps).cpu()
     ok_max = (worst_max > eps).cpu()
     ok_all = (all_m > eps).cpu()
@@ -127,6 +138,23 @@ def _mix(direct: Tensor, g: Tensor, b: Tensor, w_lo: Tensor, flops: Flops) -> Te
     the G weight is at least w_lo (broadcast)."""
     mixed = flops.ew(b + flops.ew(w_lo * flops.ew(g - b)))
     return flops.ew(direct + flops.ew(torch.minimum(g.expand_as(mixed), mixed)))
+
+
+def cubic_group_margins(c) -> Tensor:
+    """The cubic bound as one table [m, q, c] (the lesson's exercise): a lower bound on the margin
+    of every input with max m, query q and largest token below m equal to c; c = m stands for
+    "every token is m". Entries of groups that hold no input are +inf."""
+    V = c.d_vocab
+    worst_below, worst_max, all_m = cubic_worst_cases(c.to(torch.float64), Flops())
+    out = worst_below.permute(1, 0, 2).clone()                             # [m, q, c]
+    ar = torch.arange(V, device=out.device)
+    m, q, cc = torch.meshgrid(ar, ar, ar, indexing="ij")
+    out[~((q < m) & (q <= cc) & (cc < m))] = float("inf")
+    out[ar, ar] = torch.where(ar[None, :] < ar[:, None], worst_max, torch.tensor(float("inf"), dtype=out.dtype))
+    out[ar, ar, ar] = all_m
+    if c.n_ctx == 2:                      # one free position: with q < m it holds m, so c = q
+        out[(q < m) & (cc > q)] = float("inf")
+    return out
 
 
 def cubic_proof(w: Weights) -> ProofResult:
