@@ -393,7 +393,7 @@ def test_bug_lab_toggles_show_their_symptoms():
     sqrt_d = bug_lab_state({"bug_sqrt_d_multiplier": True, "lab_steps": 150})
     assert sqrt_d["EQKE ratio"] < 0.3
     out = compute("max_of_k.bug_lab", {"bug_divide_by_d_head": True, "bug_raw_pos_in_eqkp": True})
-    assert _kinds(out) == ["markdown", "metrics", "chart"]
+    assert _kinds(out) == ["markdown", "metrics", "chart", "chart"]     # buggy grid above the correct one
     assert "d_head instead of sqrt" in out[0]
 
 

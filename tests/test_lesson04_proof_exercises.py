@@ -22,7 +22,6 @@ NAMES = ["strictly_correct_inputs", "pessimal_ablation_bound", "cubic_bound", "r
 
 
 def _grade(source: str, names=NAMES):
-    import mechinterp_edu.grader.specs.max_of_k  # noqa: F401 - registers the old-layout specs
     from mechinterp_edu.grader.grade import grade_source
 
     return {r.exercise: r for r in grade_source(source, 4, exercises=names, sandbox=False).results}
@@ -116,8 +115,9 @@ def test_every_proof_step_has_a_false_variant_that_fails():
         assert not result.passed, f"the false variant of {result.step} was proven: {result.detail}"
 
 
-def test_the_proofs_derivation_is_registered():
-    import mechinterp_edu.derivations.max_of_k  # noqa: F401 - old layout registers on import
+def test_the_proofs_derivation_and_exercises_are_listed():
     from mechinterp_edu.derivations.framework import get_derivation
+    from mechinterp_edu.grader.spec import exercises_for
 
     assert get_derivation("max_of_k.proofs") is PROOFS
+    assert set(NAMES) <= {e.name for e in exercises_for(4)}

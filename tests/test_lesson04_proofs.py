@@ -17,16 +17,13 @@ import torch
 from mechinterp_edu.lessons.max_of_k import proofs as P
 from mechinterp_edu.lessons.max_of_k.proofs_cubic import cubic_proof
 from mechinterp_edu.lessons.max_of_k.proofs_subcubic import SUBCUBIC, no_structure_proof
-from mechinterp_edu.reference import max_of_k as ref
+from mechinterp_edu.lessons.max_of_k import reference as ref
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _recipe():
-    try:
-        from mechinterp_edu.lessons.max_of_k import model as recipe
-    except ImportError:
-        from mechinterp_edu.models import max_of_k as recipe
+    from mechinterp_edu.lessons.max_of_k import model as recipe
     return recipe
 
 

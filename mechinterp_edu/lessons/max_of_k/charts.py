@@ -24,6 +24,7 @@ CHARTS: list[LiveChart] = []
 live_chart = chart_decorator(CHARTS)
 
 MODELS = ("max_of_4", "untrained")
+PANEL = 240               # px: the side of a 64 x 64 heatmap panel
 CIRCUIT_BUG_CONTROLS = {f"bug_{name}": name for name in lab.CIRCUIT_BUGS}
 TRAINING_BUG_CONTROLS = {f"bug_{name}": name for name in lab.TRAINING_BUGS}
 
@@ -41,10 +42,12 @@ def _model(name: str):
 
 @functools.lru_cache(maxsize=8)
 def _lab_model(bugs: tuple[str, ...], steps: int):
-    """A model trained by the recipe with the given training bugs (seconds; cached)."""
+    """A model trained by the recipe with the given training bugs: the shipped checkpoints for the
+    recipe's step count (instant), a fresh training run otherwise (cached)."""
+    from mechinterp_edu.lessons.max_of_k.bug_models import load_bug_model
     from mechinterp_edu.lessons.max_of_k.model import RECIPE, train
-    if not bugs and steps == RECIPE["steps"]:
-        return _model("max_of_4")           # the shipped checkpoint is this exact run
+    if steps == RECIPE["steps"]:
+        return _model("max_of_4") if not bugs else load_bug_model(bugs)   # the checkpoints are these runs
     return train(steps=steps, device="cpu", progress=False, bugs=bugs, evaluate_model=False).model
 
 
@@ -116,13 +119,14 @@ def _grid(c: ref.Circuits, per_table: bool, title_suffix: str = "",
         used[name] = dom or 1.0
         x_title, y_title = _AXES[name]
         rows, cols = t.shape
-        charts.append(heatmap(t, title=f"{name}{title_suffix}  (max |entry| {m:.3g}; colour scale ±{dom:.3g})",
+        charts.append(heatmap(t, title=f"{name}{title_suffix}  (max |entry| {m:.3g}; ±{dom:.3g})",
                               x_labels=_labels(cols), y_labels=_labels(rows), x_title=x_title, y_title=y_title,
-                              width=max(60, min(300, 5 * cols)), height=max(60, min(300, 5 * rows)),
+                              width=max(40, min(PANEL, 4 * cols)), height=max(40, min(PANEL, 4 * rows)),
                               domain_max=dom or 1.0))
-    top = alt.hconcat(*charts[:2])
-    bottom = alt.hconcat(*charts[2:])
-    return alt.vconcat(top, bottom), used
+    # Rows of at most two panels of PANEL px (about 650 px with axes and legends): the grid fits
+    # a 1440 px screen next to the sidebar. EQKE | EQKP, then EU | EVOU, then PVOU.
+    rows_of = [alt.hconcat(*charts[:2]), alt.hconcat(*charts[2:4]), charts[4]]
+    return alt.vconcat(*rows_of), used
 
 
 @live_chart("max_of_k.circuit_grid", "EQKE, EQKP, EU, EVOU and PVOU",
@@ -165,7 +169,8 @@ def svd_view(ctx: dict[str, Any]):
     index = torch.arange(c.d_vocab, dtype=torch.float64)
     k = min(12, S.shape[0])
     sv = pd.DataFrame({"index": list(range(1, k + 1)), "singular value": S[:k].tolist()})
-    sv_chart = (alt.Chart(sv, title="singular values of EQKE (log scale)").mark_bar()
+    # Points joined by a line: a bar on a log axis starts at 0 = -infinity and draws nothing.
+    sv_chart = (alt.Chart(sv, title="singular values of EQKE (log scale)").mark_line(point=True)
                 .encode(x=alt.X("index:O", title="i"), y=alt.Y("singular value:Q", scale=alt.Scale(type="log")),
                         tooltip=["index", alt.Tooltip("singular value:Q", format=".4g")])
                 .properties(width=360, height=220))
@@ -300,7 +305,13 @@ def bug_lab(ctx: dict[str, Any]):
     _, domains = _grid(state["good"], per_table=False)
     lab_chart, _ = _grid(state["seen"], per_table=False, title_suffix=" (lab)", domains=domains)
     good_chart, _ = _grid(state["good"], per_table=False, title_suffix=" (correct)", domains=domains)
-    return [heading, metrics, alt.hconcat(lab_chart, good_chart)]
+    # One above the other (not side by side): each grid is already as wide as the page allows.
+    return [heading, metrics, lab_chart, good_chart]
 
+
+# The compact proofs' charts (lesson 4, part 7) live with the proofs.
+from mechinterp_edu.lessons.max_of_k.charts_proofs import CHARTS as _PROOF_CHARTS  # noqa: E402
+
+CHARTS.extend(_PROOF_CHARTS)
 
 __all__ = ["bug_lab_state", "MODELS"]

@@ -480,5 +480,4 @@ __all__ = ["EQKE_MISTAKES", "EQKP_MISTAKES", "EU_MISTAKES", "EVOU_MISTAKES", "LO
 # The compact proofs (lesson 4, part 7): their specs live with the proofs.
 from mechinterp_edu.lessons.max_of_k.proof_exercises import PROOF_EXERCISES  # noqa: E402
 
-for _exercise in PROOF_EXERCISES:
-    register_exercise(_exercise)
+EXERCISES.extend(PROOF_EXERCISES)

@@ -17,7 +17,7 @@ from torch import Tensor
 from mechinterp_edu.grader.spec import Case, Exercise, Mistake
 from mechinterp_edu.lessons.max_of_k.proofs import correct_grid
 from mechinterp_edu.lessons.max_of_k.proofs_cubic import cubic_group_margins
-from mechinterp_edu.reference.max_of_k import Circuits, logits_from_tables
+from mechinterp_edu.lessons.max_of_k.reference import Circuits, logits_from_tables
 
 LESSON = 4
 TABLES = ("EQKE", "EQKP", "EU", "EVOU", "PVOU")
@@ -109,11 +109,8 @@ def eqke_cases() -> list[Case]:
              for V, s, nz in ((12, 5, 0.3), (9, 6, 1.0), (16, 8, 0.1))]
     cases.append(Case("random EQKE, d_vocab 7", (_random(7, 2, 9)[0],), {"d_vocab": 7}))
     try:
-        from mechinterp_edu.reference.max_of_k import eqke
-        try:
-            from mechinterp_edu.lessons.max_of_k.model import weights_from_checkpoint
-        except ImportError:
-            from mechinterp_edu.models.max_of_k import weights_from_checkpoint
+        from mechinterp_edu.lessons.max_of_k.reference import eqke
+        from mechinterp_edu.lessons.max_of_k.model import weights_from_checkpoint
         w = weights_from_checkpoint(torch.float64)
         cases.append(Case("trained max_of_4 EQKE", (eqke(w["W_E"], w["W_pos"], w["W_Q"], w["W_K"]),),
                           {"d_vocab": 64}))

@@ -32,7 +32,7 @@ import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from mechinterp_edu.reference.max_of_k import Circuits
+from mechinterp_edu.lessons.max_of_k.reference import Circuits
 
 SAFETY = 1e-9          # margins below SAFETY * (largest |table entry|) are not certified
 

@@ -88,13 +88,10 @@ def model_weights(name: str) -> Weights:
 
 
 def _model_weights(name: str) -> Weights:
-    from mechinterp_edu.reference.max_of_k import head_weights
+    from mechinterp_edu.lessons.max_of_k.reference import head_weights
 
     if name == "untrained":
-        try:
-            from mechinterp_edu.lessons.max_of_k import model as recipe
-        except ImportError:                       # before the one-package-per-lesson layout
-            from mechinterp_edu.models import max_of_k as recipe
+        from mechinterp_edu.lessons.max_of_k import model as recipe
         torch.manual_seed(0)
         model = recipe.build(recipe.CONFIG)
     else:

@@ -160,3 +160,19 @@ def cubic_group_margins(c) -> Tensor:
 def cubic_proof(w: Weights) -> ProofResult:
     """The cubic proof on weights ``w`` (see the module docstring)."""
     return _timed(_cubic, "cubic", "cubic", w)
+
+
+def uncertified_by_gap(result: ProofResult, V: int, n: int) -> list[int]:
+    """How many inputs the cubic proof leaves uncertified, by m - c (index 0: every token is m)."""
+    d = result.detail
+    eps = d["eps"]
+    out = [0] * V
+    out[0] = int((d["all_max"] <= eps).sum())
+    for m in range(V):
+        for c in range(m):
+            left = count_inputs(V, n, m, c, "max") * int(d["worst_max"][m, c] <= eps)
+            if n > 1:
+                left += count_inputs(V, n, m, c, "below") * int((d["worst_below"][:c, m, c] <= eps).sum())
+                left += count_inputs(V, n, m, c, "c") * int(d["worst_below"][c, m, c] <= eps)
+            out[m - c] += left
+    return out

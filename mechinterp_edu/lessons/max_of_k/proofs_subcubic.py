@@ -158,7 +158,7 @@ def _no_structure(w: Weights, flops: Flops) -> tuple[int, dict]:
 def _tables_without_eqke(w: Weights, flops: Flops):
     """The tables a subcubic proof reads, with EQKE left as zeros (it is never read: the score
     gap comes from the factors), so its O(d_vocab^2 d_model) product is not paid for."""
-    from mechinterp_edu.reference.max_of_k import Circuits
+    from mechinterp_edu.lessons.max_of_k.reference import Circuits
 
     d_head = w["W_Q"].shape[-1]
     P_avg = flops.reduce(w["W_pos"], w["W_pos"].mean(0))
