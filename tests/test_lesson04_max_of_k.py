@@ -604,7 +604,13 @@ def test_grader_gives_solutions_full_marks_and_stubs_zero():
 
 def test_correct_template_passes_and_the_invisible_bug_passes_logits():
     grade_source = _grade_source()
-    report = grade_source(SUBMISSION.format(**CORRECT), 4, sandbox=False)
+    from mechinterp_edu.grader.spec import exercises_for
+    from mechinterp_edu.lessons.max_of_k.proof_exercises import PROOF_EXERCISES
+
+    proofs = {e.name for e in PROOF_EXERCISES}          # not in this template: test_lesson04_proof_exercises
+    circuits = [e.name for e in exercises_for(4) if e.name not in proofs]
+    report = grade_source(SUBMISSION.format(**CORRECT), 4, exercises=circuits, sandbox=False)
+    assert len(report.results) == len(circuits)
     for r in report.results:
         assert r.passed, (r.exercise, r.feedback)
     # raw W_pos inside logits_from_circuits: softmax ignores the per-row constant, so the

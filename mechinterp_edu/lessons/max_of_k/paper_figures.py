@@ -21,8 +21,9 @@ from __future__ import annotations
 
 PAPER_SOURCE = "Gross et al. 2024, arXiv:2406.11779, Table 1"
 
-# How many max-of-4 models the paper proves bounds for (its abstract, also quoted in the authors'
-# repository README: "lower bounds on the accuracy of 151 small transformers").
+# How many max-of-4 models the paper proves bounds for: its abstract (151 small transformers,
+# "151 random seeds" in later versions), and the authors' repository lists exactly 151 seeds in
+# notebooks_jason/max_of_4_seeds.txt.
 PAPER_N_MODELS = 151
 
 PAPER_FIGURES: tuple[dict, ...] = ()
