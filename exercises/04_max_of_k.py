@@ -14,6 +14,9 @@ Part 6 is a bug lab: `buggy_circuits` and `buggy_training_loss` below run, but a
 Find each bug, then write the fixed versions `debug_circuits` and `debug_training_loss`.
 `train_tiny` lets you train a small max-of-K model with any loss function and look at the
 result, to see each training bug's symptom for yourself.
+
+Part 7 proves lower bounds on the model's accuracy: the brute-force verdicts, the pessimal
+ablation step, the cubic proof and the rank-one score-gap floor of the subcubic proof.
 """
 import math
 
