@@ -668,3 +668,25 @@ def test_sandboxed_grading_of_the_solutions():
                           exercises=["eqke", "logits_from_circuits", "eqke_rank_one"], sandbox=True)
     for r in report.results:
         assert r.passed, (r.exercise, r.feedback)
+
+
+def test_charts_fit_a_1440px_screen_and_the_log_chart_draws_marks():
+    """Rendered with vl_convert: no lesson-4 grid wider than 720 px (it sits beside the sidebar on a
+    1440 px screen), and the log-scale singular values are drawn (a bar on a log axis draws nothing)."""
+    import re
+
+    import vl_convert as vlc
+
+    from mechinterp_edu.live import compute
+
+    def widths(out):
+        items = out if isinstance(out, list) else [out]
+        svgs = [vlc.vegalite_to_svg(i.to_json()) for i in items if hasattr(i, "to_json")]
+        return [float(re.search(r'width="([\d.]+)"', s).group(1)) for s in svgs], svgs
+
+    for name, ctx in (("max_of_k.circuit_grid", {}), ("max_of_k.bug_lab", {"bug_raw_pos_in_eqkp": True}),
+                      ("max_of_k.cubic_map", {}), ("max_of_k.svd", {})):
+        ws, _ = widths(compute(name, ctx))
+        assert ws and max(ws) <= 720, (name, ws)
+    _, svgs = widths(compute("max_of_k.svd", {}))
+    assert "mark-symbol" in svgs[0] and svgs[0].count("<path") >= 12, "the singular values are not drawn"

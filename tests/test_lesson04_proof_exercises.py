@@ -121,3 +121,11 @@ def test_the_proofs_derivation_and_exercises_are_listed():
 
     assert get_derivation("max_of_k.proofs") is PROOFS
     assert set(NAMES) <= {e.name for e in exercises_for(4)}
+
+
+def test_sandboxed_grading_of_the_proof_solutions():
+    from mechinterp_edu.grader.grade import grade_source
+
+    report = grade_source(SOLUTION, 4, exercises=NAMES, sandbox=True)
+    for r in report.results:
+        assert r.passed and r.score == r.max_score, (r.exercise, r.feedback)
