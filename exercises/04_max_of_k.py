@@ -251,9 +251,11 @@ def cubic_bound(EQKE, EQKP, EU, EVOU, PVOU):
     Difficulty 3 (hard), about 45 minutes. The lesson's step "The cubic proof" walks through it.
 
     Hints:
-      * Direct path: EU[q, m] - max_{o != m} EU[q, o].
-      * Value of token t at position i: min_{o != m} (EVOU[t, m] - EVOU[t, o] + PVOU[i, m] - PVOU[i, o]);
-        the other positions get the worst token t <= c (pessimal ablation).
+      * The attention weights sum to 1, so the margin over o is
+        sum_i p_i (EU[q, m] - EU[q, o] + EVOU[x_i, m] - EVOU[x_i, o] + PVOU[i, m] - PVOU[i, o]).
+        Bound each position's term by its worst o: exactly for the positions holding m and for
+        the query token; for the other positions take the direct path's worst o plus the value's
+        worst o and worst token t <= c (pessimal ablation).
       * The attention on the positions holding m is smallest when every other key scores
         max_{t <= c} EQKE[q, t] (+ EQKP). Which positions hold m is unknown: try every set.
       * Combine with your pessimal_ablation_bound. The grader accepts any SOUND bound at least

@@ -250,11 +250,19 @@ def cubic_bound(EQKE, EQKP, EU, EVOU, PVOU):
     """
     V, n = EQKE.shape[0], EQKP.shape[1]
     inf = float("inf")
-    # 1. The direct path, worst over the other outputs: EU[q, m] - max_{o != m} EU[q, o].
+    # The margin over o is sum_i p_i (EU[q,m] - EU[q,o] + v_i(o)): the weights p sum to 1, so the
+    # direct path can ride along with every position. Each term is bounded by its worst o.
+    # 1. A position i holding m (query q), direct path included: with_direct[q, i, m].
+    with_direct = torch.empty(V, n, V, dtype=EQKE.dtype)
+    for q in range(V):
+        for i in range(n):
+            with_direct[q, i] = torch.diagonal(_beats_every_other(EU[q] + EVOU + PVOU[i]))
+    # 2. The query token q itself at the last position (when it is not the max): query_term[q, m].
+    query_term = _beats_every_other(EU + EVOU + PVOU[n - 1])
+    # 3. Any other position: the direct path's worst case plus the value of token t at position i,
+    #    D[t, i, m], at its worst over the tokens t <= c (pessimal ablation).
     direct = _beats_every_other(EU)                                          # [q, m]
-    # 2. The value written by token t at position i, worst over o: D[t, i, m].
     D = torch.stack([_beats_every_other(EVOU + PVOU[i]) for i in range(n)], dim=1)
-    # 3. Pessimal ablation: the worst value of any token t <= c at position i.
     worst_value = D.clone()
     for t in range(1, V):
         worst_value[t] = torch.minimum(worst_value[t - 1], D[t])                # [c, i, m]
@@ -267,7 +275,7 @@ def cubic_bound(EQKE, EQKP, EU, EVOU, PVOU):
     free = n - 1                                                             # positions before the query
     for m in range(V):
         # Every token is m: all attention is on m.
-        out[m, m, m] = direct[m, m] + D[m, :, m].min()
+        out[m, m, m] = with_direct[m, :, m].min()
         for q in range(m + 1):
             for c in range(m):
                 if q < m and q > c:
@@ -284,15 +292,15 @@ def cubic_bound(EQKE, EQKP, EU, EVOU, PVOU):
                         G = G + [n - 1]                                      # the query holds m too
                     s_G = torch.stack([EQKE[q, m] + EQKP[q, i] for i in G])
                     s_B = [top_score[q, c] + EQKP[q, j] for j in B]
-                    b_values = [worst_value[c, j, m] for j in B]
+                    b_values = [direct[q, m] + worst_value[c, j, m] for j in B]
                     if q < m:                                                # the query: token q, exactly
                         s_B.append(EQKE[q, q] + EQKP[q, n - 1])
-                        b_values.append(D[q, n - 1, m])
+                        b_values.append(query_term[q, m])
                     # The smallest attention the max positions can get (softmax, others at their top).
                     w_lo = torch.sigmoid(torch.logsumexp(s_G, 0) - torch.logsumexp(torch.stack(s_B), 0))
-                    g = torch.stack([D[m, i, m] for i in G]).min()
+                    g = torch.stack([with_direct[q, i, m] for i in G]).min()
                     b = torch.stack(b_values).min()
-                    bound = direct[q, m] + torch.minimum(g, w_lo * g + (1 - w_lo) * b)
+                    bound = torch.minimum(g, w_lo * g + (1 - w_lo) * b)
                     worst = min(worst, float(bound))
                 out[m, q, c] = worst
     return out

@@ -158,7 +158,7 @@ def test_flop_counts(F):
              + sum(V ** k for k in range(2, n)) + 2 * V ** n + V ** (n - 1))
     assert F["brute_flops"] == V * per_q + tables
     assert F["brute_flops"] == F["untrained_brute_flops"]
-    assert F["brute_flops"] > 100 * F["cubic_flops"] > 100 * V ** 3
+    assert F["brute_flops"] > 50 * F["cubic_flops"] > 50 * V ** 3
     assert F["cubic_flops"] > F["residual_flops"] > F["sigma2_flops"] > F["nostructure_flops"] > V * V * d
     assert F["brute_over_cubic"] == pytest.approx(F["brute_flops"] / F["cubic_flops"])
     assert F["cubic_over_residual"] == pytest.approx(F["cubic_flops"] / F["residual_flops"])
@@ -171,8 +171,10 @@ def test_untrained_facts():
     w = untrained_weights()
     c = ref.circuits(*(w[k] for k in ref.WEIGHT_NAMES))
     assert F["untrained_brute_bound"] == ref.brute_force(c, device="cpu", dtype=torch.float64).accuracy
-    for key in ("cubic", "residual", "sigma2", "nostructure"):
-        assert F[f"untrained_{key}_bound"] == 0.0 == F[f"untrained_{key}_certified"]
+    short = [F[f"untrained_{key}_certified"] for key in ("cubic", "residual", "sigma2", "nostructure")]
+    assert F["untrained_short_max_certified"] == max(short) <= F["d_vocab"]
+    assert F["untrained_short_max_bound"] == max(short) / F["n_inputs"]
+    # what they certify is right: the per-input soundness tests (test_lesson04_proofs) check it
 
 
 def test_bug_lab_facts_from_the_bridges():

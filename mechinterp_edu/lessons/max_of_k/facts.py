@@ -86,6 +86,9 @@ def facts() -> dict[str, object]:
             out[f"{label}{key}_bound"] = res.bound
             out[f"{label}{key}_flops"] = res.flops
             out[f"{label}{key}_certified"] = res.n_certified
+    short = [out[f"untrained_{k}_certified"] for k in ("cubic", "residual", "sigma2", "nostructure")]
+    out["untrained_short_max_certified"] = max(short)
+    out["untrained_short_max_bound"] = max(short) / out["n_inputs"]
     r = _by_kind(proof_results("trained"))
     out["rho"] = r["residual"].detail["rho"]
     out["two_rho"] = 2 * r["residual"].detail["rho"]

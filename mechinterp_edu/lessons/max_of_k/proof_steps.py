@@ -48,6 +48,15 @@ def _margin_rhs(weights: str = "attention"):
     return t["EU"] * diff + p * values
 
 
+def _folded(weights: str = "softmax"):
+    """sum_i p_i (EU[q,m] - EU[q,o] + v_i(o)): the direct path carried by every position."""
+    t = _symbols()
+    diff = _e(M_TOKEN) - _e(O_TOKEN)
+    p = t["p"] if weights == "softmax" else symbolic_matrix("r", 1, N)   # the false step: any weights
+    per_position = (t["x"] * t["EVOU"] + t["PVOU"]) * diff + sp.ones(N, 1) * (t["EU"] * diff)
+    return p * per_position
+
+
 _s = sp.symbols("s0:3", real=True)
 _A, _B, _d = sp.symbols("A B d", positive=True)               # sums of exponentials, a raise of B
 _wlo, _g, _b = sp.symbols("w_lo g b", real=True)
@@ -87,6 +96,11 @@ TRUE_STEPS = (
          explanation="The margin of the max token over any other output splits into the direct path and an "
                      "attention-weighted sum of value differences, one per position. Proven for any weights p "
                      "that sum to 1 and any token matrix x whose rows sum to 1."),
+    Step("direct_folded",
+         r"\ell_m - \ell_o = \sum_i p_i\,\big(\mathrm{EU}[q,m]-\mathrm{EU}[q,o] + v_i(o)\big)\quad(\textstyle\sum_i p_i = 1)",
+         _margin_lhs, _folded, method="matrix",
+         explanation="Because the attention weights sum to 1, the direct path can be carried by every "
+                     "position's term; the cubic proof then bounds each term, direct path included."),
     Step("softmax_monotone",
          r"\frac{\partial p_0}{\partial s_0} > 0,\quad \frac{\partial p_0}{\partial s_1} < 0",
          lambda: sp.And(sp.diff(_softmax0(), _s[0]) > 0, sp.diff(_softmax0(), _s[1]) < 0), method="true",
@@ -144,6 +158,10 @@ FALSE_STEPS = (
          r"\ell_m - \ell_o = (\mathrm{EU}[q,m]-\mathrm{EU}[q,o]) + \tfrac{1}{n}\sum_i v_i(o)",
          _margin_lhs, lambda: _margin_rhs("uniform"), method="matrix",
          explanation="Averaging the values uniformly ignores the attention: the margin depends on p."),
+    Step("direct_folded",
+         r"\ell_m - \ell_o = \sum_i r_i\,\big(\mathrm{EU}[q,m]-\mathrm{EU}[q,o] + v_i(o)\big)\ \text{for any weights } r",
+         _margin_lhs, lambda: _folded("any"), method="matrix",
+         explanation="Without weights that sum to 1 the direct path is counted sum_i r_i times, not once."),
     Step("softmax_monotone",
          r"\frac{\partial p_0}{\partial s_1} > 0",
          lambda: sp.diff(_softmax0(), _s[1]) > 0, method="true",

@@ -9,20 +9,21 @@ each group it proves a lower bound on
 that holds for *every* input in the group; when the bound is positive (above a float64 safety
 margin) every input of the group is certified: the max token's logit is strictly the largest.
 
-Why it is sound. Write G for the positions holding m and B for the others (tokens <= c). Then
+Why it is sound. Write G for the positions holding m and B for the others (tokens <= c). The
+attention weights p sum to 1, so the direct path can be folded into every position's term:
 
-    margin(x) = EU[q, m] - EU[q, o] + sum_i p_i v_i(o),
+    margin(x) = min_o sum_i p_i (EU[q, m] - EU[q, o] + v_i(o)),
     v_i(o)    = EVOU[x_i, m] - EVOU[x_i, o] + PVOU[i, m] - PVOU[i, o],
 
 with p = softmax of the scores EQKE[q, x_i] + EQKP[q, i]. Each term is bounded below by its
-minimum over o (a sum of minima is at most the minimum of the sum), v_i by ``Vg(m, i)`` on G and
-by ``Vb(m, c, i)`` (worst token t <= c: *pessimal ablation* of the positions we do not look at)
-on B, the query position by its exact value. So sum_i p_i v_i >= w g + (1 - w) b with w the
-attention on G, g the worst G value and b the worst B value. Softmax weight on G only falls when
-a B score rises, so w >= w_lo, computed with every B score at its largest possible value
-(max_{t <= c} EQKE[q, t]). A linear function of w on [w_lo, 1] is smallest at an end:
-sum_i p_i v_i >= min(g, w_lo g + (1 - w_lo) b). Which positions hold m is not known, so the
-proof takes the worst over every possible set G.
+minimum over o (a sum of minima is at most the minimum of the sum): on G exactly, for this q and
+position (``A[q, m, i]``); on B by the direct path's minimum plus ``Vb(m, c, i)``, the worst token
+t <= c (*pessimal ablation* of the positions we do not look at); the query position by its exact
+value. So the sum is >= w g + (1 - w) b with w the attention on G, g the worst G term and b the
+worst B term. Softmax weight on G only falls when a B score rises, so w >= w_lo, computed with
+every B score at its largest possible value (max_{t <= c} EQKE[q, t]). A linear function of w on
+[w_lo, 1] is smallest at an end: the sum is >= min(g, w_lo g + (1 - w_lo) b). Which positions
+hold m is not known, so the proof takes the worst over every possible set G.
 """
 from __future__ import annotations
 
@@ -73,11 +74,15 @@ def cubic_worst_cases(c, flops: Flops) -> tuple[Tensor, Tensor, Tensor]:
     ar = torch.arange(V, device=dev)
     EUex = top2_excluding(c.EU, flops)                                    # [q, m]
     D, Vb = value_bounds(c, flops)
-    Vg = D[ar, ar]                                                        # [m, i]: m at position i
     top_key = flops.reduce(c.EQKE, torch.cummax(c.EQKE, dim=1).values)    # [q, c]: max_{t<=c} EQKE[q,t]
     s_query = flops.ew(c.EQKE[ar, ar] + c.EQKP[:, n - 1])                 # [q]
-    D_query = D[:, :, n - 1]                                              # [q, m]: the query's value
     inf = torch.tensor(float("inf"), dtype=torch.float64, device=dev)
+    # The direct path folded into each position's value (the weights sum to 1):
+    # A[q, m, i] = min_o (EU[q,m]-EU[q,o] + EVOU[m,m]-EVOU[m,o] + PVOU[i,m]-PVOU[i,o]).
+    A = torch.stack([torch.stack([top2_excluding(flops.ew(c.EU[q][None, :] + c.EVOU + c.PVOU[i][None, :], 2),
+                                                 flops)[ar, ar] for i in range(n)], dim=-1)
+                     for q in range(V)])                                                   # [q, m, i]
+    Aq = top2_excluding(flops.ew(c.EU + c.EVOU + c.PVOU[n - 1][None, :], 2), flops)       # [q, m]: the query
 
     # q < m: G = the free positions holding m (non-empty), B = the other free ones + the query.
     worst_below = torch.full((V, V, V), float("inf"), dtype=torch.float64, device=dev)   # [q, m, c]
@@ -93,9 +98,9 @@ def cubic_worst_cases(c, flops: Flops) -> tuple[Tensor, Tensor, Tensor]:
                 lse_G = flops.ew(c.EQKE + _logsumexp(c.EQKP[:, list(G)], 1, flops)[:, None])  # [q, m]
                 lse_Bq = flops.ew(torch.logaddexp(lse_B, s_query[:, None]))                  # [q, c]
                 w_lo = flops.ew(torch.sigmoid(flops.ew(lse_G[:, :, None] - lse_Bq[:, None, :])), 2)
-                g = flops.reduce(Vg[:, list(G)], Vg[:, list(G)].amin(-1))                    # [m]
-                b = flops.ew(torch.minimum(b_free[None, :, :], D_query[:, :, None]))         # [q, m, c]
-                bound = _mix(EUex[:, :, None], g[None, :, None], b, w_lo, flops)
+                g = flops.reduce(A[:, :, list(G)], A[:, :, list(G)].amin(-1))[:, :, None]    # [q, m, 1]
+                b = flops.ew(torch.minimum(flops.ew(EUex[:, :, None] + b_free[None, :, :]), Aq[:, :, None]))
+                bound = _mix(g, b, w_lo, flops)                                               # [q, m, c]
                 if not B:                                             # only when the query is c
                     bound = torch.where(ar[:, None, None] == ar[None, None, :], bound, inf)
                 worst_below = flops.ew(torch.minimum(worst_below, bound))
@@ -104,10 +109,10 @@ def cubic_worst_cases(c, flops: Flops) -> tuple[Tensor, Tensor, Tensor]:
                 lse_G = flops.ew(c.EQKE[ar, ar] + _logsumexp(c.EQKP[:, Gq], 1, flops))       # [m]
                 lse_Bm = lse_B                                                               # [m (as q), c]
                 w_lo = flops.ew(torch.sigmoid(flops.ew(lse_G[:, None] - lse_Bm)), 2)
-                g = flops.reduce(Vg[:, Gq], Vg[:, Gq].amin(-1))                              # [m]
-                bound = _mix(EUex[ar, ar][:, None], g[:, None], b_free, w_lo, flops)
+                g = flops.reduce(A[ar, ar][:, Gq], A[ar, ar][:, Gq].amin(-1))                  # [m]
+                bound = _mix(g[:, None], flops.ew(EUex[ar, ar][:, None] + b_free), w_lo, flops)
                 worst_max = flops.ew(torch.minimum(worst_max, bound))
-    all_m = flops.ew(EUex[ar, ar] + flops.reduce(Vg, Vg.amin(-1)))                          # [m]
+    all_m = flops.reduce(A[ar, ar], A[ar, ar].amin(-1))                                      # [m]
     return worst_below, worst_max, all_m
 
 
@@ -133,11 +138,11 @@ def _count_certified(c, worst_below: Tensor, worst_max: Tensor, all_m: Tensor) -
                          "all_max": all_m.cpu()}
 
 
-def _mix(direct: Tensor, g: Tensor, b: Tensor, w_lo: Tensor, flops: Flops) -> Tensor:
-    """direct + min(g, w_lo g + (1 - w_lo) b): the worst average of a G value and a B value when
-    the G weight is at least w_lo (broadcast)."""
+def _mix(g: Tensor, b: Tensor, w_lo: Tensor, flops: Flops) -> Tensor:
+    """min(g, w_lo g + (1 - w_lo) b): the worst average of a G term and a B term when the G weight
+    is at least w_lo (broadcast)."""
     mixed = flops.ew(b + flops.ew(w_lo * flops.ew(g - b)))
-    return flops.ew(direct + flops.ew(torch.minimum(g.expand_as(mixed), mixed)))
+    return flops.ew(torch.minimum(g.expand_as(mixed), mixed))
 
 
 def cubic_group_margins(c) -> Tensor:
