@@ -28,6 +28,10 @@ def _build_parser() -> argparse.ArgumentParser:
     p.add_argument("--csv", required=True, help="where to write the grades CSV")
     p.add_argument("--gradescope", help="also write a Gradescope results.json")
     p.add_argument("--workers", type=int, default=None, help="parallel worker processes (default: CPU count)")
+    p.add_argument("--student-budget", type=float, default=600.0,
+                   help="seconds of grading allowed per student, all files together (default 600)")
+    p.add_argument("--no-isolation", action="store_true",
+                   help="grade even where bubblewrap cannot isolate the code (only for trusted code)")
 
     p = sub.add_parser("progress", help="show the learner's recorded progress")
 

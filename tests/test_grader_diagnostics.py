@@ -26,7 +26,7 @@ import grader_toy_spec as spec  # noqa: E402
 from mechinterp_edu.grader.compare import (Tolerance, check_array, compare_arrays,  # noqa: E402
                                            tolerance_for)
 from mechinterp_edu.grader.grade import grade_source  # noqa: E402
-from mechinterp_edu.grader.sandbox import ArrayOut  # noqa: E402
+from mechinterp_edu.grader.protocol import ArrayOut  # noqa: E402
 
 HEAD = "import math\nimport torch\n\n"
 
@@ -54,13 +54,13 @@ def attn_scores(q, k):
     # einsum
     ATTN_MASKED.format(scale=" / math.sqrt(q.shape[-1])", diag=1).replace(
         "q @ k.transpose(-1, -2)", 'torch.einsum("hqd,hkd->hqk", q, k)'),
-    # float64 maths whatever the input dtype, another order of operations, where() instead of masked_fill
+    # float64 maths whatever the input dtype (cast back), another order of operations, where()
     '''
 def attn_scores(q, k):
     q64, k64 = q.double(), k.double()
     s = (q64 * q.shape[-1] ** -0.5) @ k64.mT
     keep = torch.ones(s.shape[-1], s.shape[-1]).tril().bool()
-    return torch.where(keep, s, -torch.inf)
+    return torch.where(keep, s, -torch.inf).to(q.dtype)
 ''',
     # float32 maths on float64 inputs (precision drops to ~1e-7, still far inside the tolerance)
     '''

@@ -1,8 +1,10 @@
-"""The gradebook: a class of 20 students, 3 of them hostile, graded in parallel.
+"""The gradebook: a class of 20 students, 6 of them hostile, graded in parallel.
 
-A hostile student (infinite loop, os._exit, memory bomb) must cost only their own
-exercise; every honest student must be graded. The CSV has one row per student and one
-column per exercise; the Gradescope file follows Gradescope's results.json format.
+A hostile student (endless progress messages, an inflating result, a symlink to the
+solutions, a socket, a lying result structure, an infinite loop) must cost only their own
+exercise; every honest student must be graded, in bounded time. The CSV has one row per
+student and one column per exercise; the Gradescope file follows Gradescope's results.json
+format.
 """
 from __future__ import annotations
 
@@ -46,9 +48,9 @@ def make_class(root: Path) -> dict[str, dict[str, float]]:
         expected[name] = scores
 
     honest = (ADVERSARIAL / "honest_correct.py").read_text()
-    for i in range(13):
+    for i in range(10):
         student(f"student{i:02d}", honest, dict(POINTS))
-    for i in range(13, 15):
+    for i in range(10, 12):
         student(f"student{i:02d}", SCALE_BY_D_HEAD, {**POINTS, "attn_scores": 0})
     # a notebook, in a sub-folder
     folder = root / "student16" / "work"
@@ -59,23 +61,48 @@ def make_class(root: Path) -> dict[str, dict[str, float]]:
     student("student17", (ADVERSARIAL / "syntax_error.py").read_text(), {n: 0 for n in POINTS})
     # hostile
     student("zz_loop", (ADVERSARIAL / "infinite_loop.py").read_text(), {**POINTS, "double": 0})
-    student("zz_exit", (ADVERSARIAL / "os_exit_call.py").read_text(), {**POINTS, "attn_scores": 0})
-    student("zz_memory", (ADVERSARIAL / "memory_bomb.py").read_text(), {**POINTS, "attn_scores": 0})
+    for name, corpus in (("zz_progress", "endless_progress.py"), ("zz_inflate", "inflate_zip.py"),
+                         ("zz_socket", "socket_connect.py"), ("zz_lying", "lie_case_count.py")):
+        student(name, (ADVERSARIAL / corpus).read_text(), {**POINTS, "attn_scores": 0})
+    solutions = root.parent / "solutions"                # stands for the course's solutions
+    solutions.mkdir()
+    (solutions / "01_lesson.py").write_text(honest)
+    (root / "zz_symlink").mkdir()
+    (root / "zz_symlink" / "01_lesson.py").symlink_to(solutions / "01_lesson.py")
+    expected["zz_symlink"] = {}
     return expected
 
 
+REFUSED = {"zz_symlink"}
+
+
 @pytest.mark.slow
-def test_twenty_students_three_hostile(tmp_path):
+def test_twenty_students_six_hostile(tmp_path):
+    import socket
+    import time
+
     root = tmp_path / "submissions"
     expected = make_class(root)
     assert len(expected) == 20 and len(find_students(root)) == 20
     seen = []
-    book = run_gradebook(root, workers=2, exercises={1: spec.CORE},
-                         limits=Limits(threads=1, memory_mb=600), on_student=seen.append)
+    listener = socket.socket()                 # what zz_socket tries to reach from the jail
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 47931))
+    listener.listen()
+    start = time.monotonic()
+    try:
+        book = run_gradebook(root, workers=2, exercises={1: spec.CORE},
+                             limits=Limits(threads=1, memory_mb=600), on_student=seen.append)
+    finally:
+        listener.close()
+    assert time.monotonic() - start < 300, "the class must finish in bounded time"
     assert sorted(g.student for g in seen) == sorted(expected)
     assert [c[1] for c in book.columns] == ["attn_scores", "embed_logits", "double"]
     for grades in book.students:
         got = {name: score for (lesson, name), (score, *_rest) in grades.best().items()}
+        if grades.student in REFUSED:
+            assert not grades.reports and "symbolic link" in grades.errors[0], grades.errors
+            continue
         if grades.student == "student17":
             assert got == expected["student17"], grades.reports[0].results
             continue
@@ -90,9 +117,10 @@ def test_twenty_students_three_hostile(tmp_path):
         rows = list(csv.DictReader(fh))
     assert len(rows) == 20
     assert list(rows[0]) == ["student", "attn_scores", "embed_logits", "double", "total",
-                             "max_score", "errors"]
+                             "max_score", "errors", "grader_error"]
     for row in rows:
         want = expected[row["student"]]
+        assert not row["grader_error"], row
         assert float(row["total"]) == sum(want.values())
         assert float(row["max_score"]) == FULL
         for name, score in want.items():

@@ -9,6 +9,7 @@ earn a point it did not compute honestly, and the grader must survive all of the
 from __future__ import annotations
 
 import os
+import resource
 import sys
 import tempfile
 import time
@@ -25,6 +26,7 @@ sys.path.insert(0, str(ADVERSARIAL))
 import grader_toy_spec as spec  # noqa: E402
 
 from mechinterp_edu.grader.grade import grade_file, grade_source  # noqa: E402
+from mechinterp_edu.grader import jail, sandbox  # noqa: E402
 from mechinterp_edu.grader.sandbox import Limits  # noqa: E402
 
 LIMITS = Limits(memory_mb=600, load_timeout_s=20)
@@ -44,7 +46,8 @@ def all_fail(phrase):
     return {"attn_scores": phrase, "embed_logits": phrase, "double": phrase}
 
 
-BLOCKED = "not allowed in the grader's sandbox"
+ABSENT = "No such file or directory"       # the course is not in the jail at all
+SCALED = "times a constant factor"          # the trick did nothing; the decoy answer is graded
 
 VERDICTS = {
     # honest controls
@@ -58,27 +61,27 @@ VERDICTS = {
     "tensor_subclass.py": attn_fails("a subclass of torch.Tensor"),
     # monkeypatching torch / numpy / the grader
     "patch_allclose.py": attn_fails("all zeros"),
-    "patch_numpy_savez.py": all_fail("all zeros"),
-    "patch_grader.py": all_fail("importing 'mechinterp_edu.grader.compare' is not allowed"),
+    "patch_numpy_savez.py": all_fail("could not read what your file did"),
+    "patch_grader.py": all_fail("importing 'mechinterp_edu' is not allowed"),
     # getting the answer from the course instead of computing it
     "import_reference.py": attn_fails("importing 'mechinterp_edu' is not allowed"),
     "import_solutions.py": attn_fails("importing 'solutions' is not allowed"),
-    "exec_test_spec.py": attn_fails("reference code and solutions are off limits"),
-    "dir_fd_escape.py": attn_fails(BLOCKED),
-    "fspath_swap.py": attn_fails("every trick was refused"),
-    "native_file_read.py": {"attn_scores": "Permission denied",        # C++ reads: the kernel says no
+    "exec_test_spec.py": attn_fails(ABSENT),
+    "dir_fd_escape.py": attn_fails(ABSENT),
+    "fspath_swap.py": attn_fails(ABSENT),
+    "native_file_read.py": {"attn_scores": ABSENT,                     # C++ reads: not in the jail
                             "embed_logits": "no device could be read", "double": OK},
-    "chdir_symlink.py": attn_fails(BLOCKED),
-    "read_parent_memory.py": attn_fails("reading another process"),
+    "chdir_symlink.py": attn_fails(ABSENT),
+    "read_parent_memory.py": attn_fails("Permission denied"),    # the server is not dumpable
     "gc_hunt.py": attn_fails("all zeros"),
     # processes, shells, native code, signals
-    "subprocess_cat.py": attn_fails(BLOCKED),
-    "os_system.py": attn_fails(BLOCKED),
-    "posixsubprocess_fork.py": attn_fails("Operation not permitted"),
-    "ctypes_libc.py": attn_fails(BLOCKED),
-    "fork_bomb.py": attn_fails(BLOCKED),
-    "kill_parent.py": attn_fails(BLOCKED),
-    "write_outside.py": attn_fails("only the sandbox's own temp folder is writable"),
+    "subprocess_cat.py": attn_fails("returned non-zero exit status"),   # cat finds nothing
+    "os_system.py": attn_fails(SCALED),
+    "posixsubprocess_fork.py": attn_fails(SCALED),
+    "ctypes_libc.py": attn_fails(SCALED),
+    "fork_bomb.py": attn_fails("timed out"),
+    "kill_parent.py": attn_fails("the grading process stopped"),
+    "write_outside.py": attn_fails(SCALED),                # wrote only into the jail tmpfs
     # exits, crashes, hangs, memory
     "sys_exit_import.py": all_fail("called sys.exit()"),
     "sys_exit_call.py": attn_fails("called sys.exit()"),
@@ -89,14 +92,49 @@ VERDICTS = {
     "memory_bomb.py": attn_fails("ran out of memory"),
     # faking a pass
     "print_passed.py": attn_fails("all zeros"),
-    "truncate_cases.py": all_fail("results came back for only 1 of"),   # patched the case loop
-    "rewrite_job.py": {"attn_scores": "ended the grading process",      # then a restart, still boxed
-                       "embed_logits": "reference code and solutions are off limits", "double": OK},
+    "truncate_cases.py": all_fail("expected results for"),   # patched the case loop
+    "rewrite_job.py": {"attn_scores": "ended the grading process",      # the job is a sealed memfd
+                       "embed_logits": ABSENT, "double": OK},
+    # 1. lying about the structure of what came back
+    "lie_case_count.py": attn_fails("expected results for 4 cases"),
+    "lie_shape.py": attn_fails("does not match its description"),
+    "lie_dtype.py": attn_fails("does not match its description"),
+    "lie_missing_array.py": attn_fails("missing array"),
+    "lie_tuple_len.py": attn_fails("tuple description is malformed"),
+    "lie_not_implemented.py": attn_fails("skipped without a reason"),
+    # 2. endless progress, noise on the event pipe
+    "endless_progress.py": attn_fails("broke the protocol"),
+    "slow_drip.py": double_fails("timed out after 3 s"),
+    "fake_done_frame.py": attn_fails("broke the protocol"),
+    # 3. results that inflate, oversize, or get widened
+    "inflate_zip.py": attn_fails("is compressed"),
+    "inflate_header.py": attn_fails("claims more data than it holds"),
+    "oversize_frame.py": attn_fails("more than the"),
+    "huge_result.py": attn_fails("an extra axis 0 of size 400"),
+    "int8_result.py": attn_fails("expected a floating-point tensor (float64), got int8"),
+    # 4. malformed results
+    "bad_zip.py": attn_fails("not a valid npz file"),
+    "deep_json.py": attn_fails("not valid JSON (RecursionError)"),
+    "object_array.py": attn_fails("plain numbers only"),
+    # 6. network
+    "socket_connect.py": attn_fails(SCALED),
+    # 7. threads and disk
+    "thread_bomb.py": attn_fails("can't start new thread"),
+    "disk_fill.py": attn_fails("File too large"),
+    "disk_many_files.py": attn_fails("No space left on device"),
+    # 8. native code reading files
+    "torch_from_file.py": attn_fails(ABSENT),
+    # 9. terminal control characters in feedback
+    "control_chars.py": attn_fails("\\x1b[2J\\x1b[H\\x1b[32m all passed 18/18"),
+    # 10. dtype
+    "float32_for_float64.py": attn_fails("dtype: expected float64 (the dtype of the inputs), got float32"),
+    "double_for_float32.py": double_fails("dtype: expected float32 (the dtype of the inputs), got float64"),
     # broken files
     "syntax_error.py": all_fail("syntax error in syntax_error.py at line 5"),
     "raise_in_import.py": all_fail("raised RuntimeError while loading"),
     "invalid_notebook.ipynb": all_fail("not valid JSON"),
     "not_a_notebook.ipynb": all_fail("not a Jupyter notebook"),
+    "deep_notebook.ipynb": all_fail("nested far too deeply"),                # 4. a RecursionError in a naive reader
     "tagged_notebook.ipynb": {"attn_scores": OK, "embed_logits": "missing function `embed_logits`",
                               "double": OK},
     # wrong answers of the wrong kind
@@ -120,9 +158,20 @@ def test_corpus_is_complete_and_large_enough():
     assert len(hostile) >= 25
 
 
+ISOLATED, WHY_NOT = jail.isolation()
+needs_bwrap = pytest.mark.skipif(not ISOLATED, reason=f"bubblewrap cannot isolate code here: {WHY_NOT}")
+PEAK_LIMIT_KB = 2**20          # the parent's peak resident memory must stay under 1 GB
+
+
+def _peak_kb() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
+@needs_bwrap
 @pytest.mark.parametrize("name", sorted(VERDICTS))
 def test_adversarial_verdict(name):
     report = grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS)
+    assert _peak_kb() < PEAK_LIMIT_KB, f"{name}: the grader's peak memory reached {_peak_kb() // 1024} MB"
     assert [r.exercise for r in report.results] == ["attn_scores", "embed_logits", "double"]
     expected = VERDICTS[name]
     for result in report.results:
@@ -135,6 +184,65 @@ def test_adversarial_verdict(name):
             assert result.score == 0
             assert want in result.feedback, f"{name}: {result.exercise}: {result.feedback!r}"
     assert report.score == sum(r.max_score for r in report.results if expected[r.exercise] is OK)
+
+
+# protocol-level attacks that need no jail to be contained: the fallback grades them the same
+FALLBACK_SAMPLE = ["honest_correct.py", "lie_case_count.py", "lie_shape.py", "endless_progress.py",
+                   "inflate_zip.py", "deep_json.py", "oversize_frame.py", "os_exit_call.py",
+                   "sleep_past_timeout.py", "control_chars.py", "float32_for_float64.py"]
+
+
+@pytest.fixture
+def without_bwrap(monkeypatch):
+    monkeypatch.setenv("MECHINTERP_GRADER_NO_BWRAP", "1")
+    sandbox.stop_server()
+    jail.isolation.cache_clear()
+    monkeypatch.setattr(sandbox, "_NOTICE_SHOWN", [False])
+    yield
+    sandbox.stop_server()
+    monkeypatch.delenv("MECHINTERP_GRADER_NO_BWRAP")
+    jail.isolation.cache_clear()
+
+
+def test_fallback_grades_in_a_plain_child_and_says_so_once(without_bwrap, capfd):
+    assert jail.isolation() == (False, "MECHINTERP_GRADER_NO_BWRAP is set")
+    for name in FALLBACK_SAMPLE:
+        report = grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS)
+        for result in report.results:
+            want = VERDICTS[name][result.exercise]
+            assert result.passed is (want is OK), (name, result.exercise, result.feedback)
+            if want is not OK:
+                assert want in result.feedback, (name, result.feedback)
+    notices = [line for line in capfd.readouterr().err.splitlines() if "NOT isolated" in line]
+    assert len(notices) == 1 and "MECHINTERP_GRADER_NO_BWRAP" in notices[0]
+
+
+@needs_bwrap
+def test_the_jail_has_no_network_and_its_own_processes():
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    source = f'''
+import os, socket, torch
+
+def double(x):
+    try:
+        socket.create_connection(("127.0.0.1", {port}), timeout=1).close()
+        return x * 3                                  # reached the grader's machine: wrong answer
+    except OSError:
+        pass
+    visible = [p for p in os.listdir("/proc") if p.isdigit()]
+    assert len(visible) < 10, f"not its own pid namespace: {{len(visible)}} processes visible"
+    return x * 2
+'''
+    try:
+        report = grade_source(source, exercises=[spec.DOUBLE], limits=LIMITS)
+    finally:
+        listener.close()
+    assert report.results[0].passed, report.results[0].feedback
 
 
 def test_hostile_files_left_no_trace():
@@ -270,6 +378,23 @@ def test_grading_from_short_lived_threads():
     assert scores == [1, 1, 1]
 
 
+def _descendants(pid: int) -> list[int]:
+    parents = {}
+    for status in Path("/proc").glob("[0-9]*/status"):
+        try:
+            ppid = next(line.split()[1] for line in status.read_text().splitlines()
+                        if line.startswith("PPid:"))
+        except (OSError, StopIteration):
+            continue
+        parents[int(status.parent.name)] = int(ppid)
+    found, frontier = [], [pid]
+    while frontier:
+        kids = [p for p, pp in parents.items() if pp in frontier]
+        found += kids
+        frontier = kids
+    return found
+
+
 def test_sandbox_server_exits_when_the_grader_dies(tmp_path):
     """No orphans: kill a grading process and its sandbox server goes too (EOF on its socket)."""
     import signal
@@ -287,10 +412,8 @@ def test_sandbox_server_exits_when_the_grader_dies(tmp_path):
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "graded"
-        children = subprocess.run(["pgrep", "-f", "_child.py --server"], capture_output=True, text=True)
-        servers = [int(p) for p in children.stdout.split()
-                   if Path(f"/proc/{p}/status").exists()
-                   and f"PPid:\t{proc.pid}" in Path(f"/proc/{p}/status").read_text()]
+        servers = _descendants(proc.pid)         # bwrap and the server in its jail, or the plain server
+
         assert servers, "the grading process started a sandbox server"
     finally:
         proc.send_signal(signal.SIGKILL)

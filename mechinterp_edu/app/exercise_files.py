@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import ast
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,27 +65,15 @@ def upload_to_source(name: str, data: bytes) -> str:
 
 
 def notebook_to_source(text: str, name: str = "notebook") -> str:
-    try:
-        nb = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ExerciseFileError(f"{name} is not a valid notebook (JSON error at line {exc.lineno}). "
-                                "Re-save it from Jupyter, or upload the .py file instead.") from None
-    cells = nb.get("cells") if isinstance(nb, dict) else None
-    if not isinstance(cells, list):
-        raise ExerciseFileError(f"{name} has no cells; it does not look like a Jupyter notebook. "
-                                "Upload the .ipynb saved by Jupyter, or the .py file.")
-    chunks = []
-    for cell in cells:
-        if not isinstance(cell, dict) or cell.get("cell_type") != "code":
-            continue
-        src = cell.get("source", "")
-        src = "".join(src) if isinstance(src, list) else str(src)
-        lines = [l for l in src.splitlines() if not l.lstrip().startswith(("%", "!"))]
-        if any(l.strip() for l in lines):
-            chunks.append("\n".join(lines))
-    if not chunks:
+    """The cells the grader would run (its own parser: ``graded`` tags, magics, bad cells)."""
+    from mechinterp_edu.grader.sources import notebook_submission
+
+    sub = notebook_submission(text, name)
+    if sub.problem:
+        raise ExerciseFileError(sub.problem)
+    if not sub.sources:
         raise ExerciseFileError(f"{name} has no code cells. Write your functions in code cells and upload again.")
-    return "\n\n\n".join(chunks) + "\n"
+    return "\n\n\n".join(s["code"].rstrip("\n") for s in sub.sources) + "\n"
 
 
 def save_atomically(path: Path, text: str) -> None:

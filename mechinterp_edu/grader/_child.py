@@ -1,49 +1,43 @@
-"""The sandbox child: runs a learner file's exercises in separate, locked-down processes.
+"""The grading child: runs a learner file's exercises, inside the jail the parent built.
 
-This file is standalone on purpose: it imports nothing from ``mechinterp_edu`` (the
-sandbox forbids that), so the parent starts it by path, as a *fork server*::
+Standalone on purpose (it imports nothing from ``mechinterp_edu``): the parent starts it by
+path as a *fork server*, inside bubblewrap when it can (:mod:`mechinterp_edu.grader.jail`)::
 
     python -I -S -B _child.py --server SOCKET_FD SITE_DIR [SITE_DIR ...]
 
-The server imports numpy / torch / einops once (the slow part, ~1-2 s), then forks one
-fresh process per attempt at grading a file (:func:`server_main`). It never runs
-learner code itself and never touches CUDA, so forking is safe and takes milliseconds.
+The server imports numpy / torch once, then forks one process per attempt at grading a
+file. It never runs learner code itself and never touches CUDA, so forking is safe and takes
+milliseconds. It is not dumpable (a learner process cannot read or patch its memory), and
+it empties the scratch folder of each attempt when the attempt ends.
 
-In each forked process (:func:`run_job`), protocol with the parent
-(:mod:`mechinterp_edu.grader.sandbox`):
+Protocol of one attempt (:func:`run_job`); the parent enforces every deadline and bound:
 
-1. It reads ``IO_DIR/job.json`` (sources, exercises) and ``IO_DIR/inputs.npz`` (every
-   tensor argument of every case, loaded with ``allow_pickle=False``). Its limits and
-   sandbox rules come with the fork request itself; the learner's code can write only in
-   ``IO_DIR/work`` (its cwd) and this attempt's ``IO_DIR/out_N``.
-2. It pre-imports the heavy libraries the submission names (transformer_lens...), sets
-   its memory / file-size / CPU limits, installs a seccomp filter (no new processes, no
-   exec, no ptrace, no signals to other processes) and an audit hook (no imports of
-   ``mechinterp_edu`` / ``solutions``, no reading of the course's files, no writing
-   outside its temp folder, no subprocess / ctypes / sockets), writes ``prepared`` on
-   the event pipe, and runs the learner's code, then writes ``loaded``.
-3. Per exercise: ``start K``, then ``OUT/ex_K.json`` (plain JSON) and ``OUT/ex_K.npz``
-   (plain arrays) are written atomically, then ``done K``. At the end ``end``.
+1. The fork request brings three file descriptors: the job (sealed memfd, JSON: sources,
+   exercises, limits), the inputs (sealed memfd, ``.npz`` of every tensor argument) and the
+   write end of the event pipe.
+2. The process sets its rlimits (address space, CPU, processes/threads, file size, open
+   files), writes ``prepared``, runs the learner's module-level code and sends
+   ``loaded N`` followed by N bytes: an ``.npz`` whose ``__meta__`` member is JSON.
+3. Per exercise: ``start K``, then ``done K N`` and N bytes (``.npz``: ``__meta__`` with
+   one entry per case, plus the arrays it names). At the end ``end``.
 
-The process never sees a reference answer: it only runs the learner's function on the
-inputs and reports what came back. Everything it reports is re-validated by the
-parent, which compares against its own reference, so nothing the learner's code does
-here (patching torch, printing "passed", writing files) can turn into a pass.
-
-The encoders below (:func:`encode_output`, :func:`run_cases`, :func:`exec_sources`)
-are also imported by the parent for the trusted in-process mode (``sandbox=False``).
+Nothing here is trusted by the parent: the learner's code runs in this process and can
+rewrite any of it. The parent checks every header against what the exercise must return
+before it reads a byte of data, and compares with its own reference answer.
 """
 from __future__ import annotations
 
+import io
 import json
 import os
 import sys
 import time
 import traceback
 
-MAX_ELEMENTS = 20_000_000          # largest array a result may hold
+MAX_ELEMENTS = 20_000_000          # largest array a result may hold (the parent bounds it again)
 MAX_ITEMS = 200_000                # largest set / list result
 MAX_TEXT = 1500                    # longest message / traceback kept
+BLOCKED_MODULES = ("mechinterp_edu", "solutions")
 
 
 # --------------------------------------------------------------------------- helpers
@@ -221,6 +215,7 @@ def encode_output(value, kind, key, arrays, torch, np):
                     "repr": f"a collection of {len(value):,} items (more than {MAX_ITEMS:,})"}
         import operator
         rows = []
+        width = None
         for element in value:
             if type(element) not in (tuple, list):
                 return {"k": "bad_items", "container": type(value).__name__,
@@ -231,7 +226,12 @@ def encode_output(value, kind, key, arrays, torch, np):
                 return {"k": "bad_items", "container": type(value).__name__,
                         "item_type": "tuple of " + ", ".join(sorted({_type_name(x) for x in element})),
                         "item_repr": _safe_repr(element)}
-        return {"k": "rows", "container": type(value).__name__, "rows": rows}
+            if width is not None and len(rows[-1]) != width:
+                return {"k": "bad_items", "container": type(value).__name__,
+                        "item_type": "tuples of different lengths", "item_repr": _safe_repr(element)}
+            width = len(rows[-1])
+        arrays[key] = np.array(rows, dtype=np.int64).reshape(len(rows), width or 0)
+        return {"k": "rows", "container": type(value).__name__, "key": key}
     raise ValueError(f"unknown output kind {kind!r}")
 
 
@@ -313,377 +313,80 @@ def run_cases(fn, case_specs, kind, arrays_in, device, learner_files, torch, np,
         out = args = track = None
         results.append(entry)
         if entry["status"] == "error" and (entry.get("not_implemented") or entry.get("memory")):
+            results += [{"status": "skipped"}] * (len(case_specs) - j - 1)
             break
     return results, arrays
 
 
-# --------------------------------------------------------------------------- the sandbox
-def _install_guard(blocked_dirs, blocked_modules, write_dirs, ancestor_dirs):
-    """Audit hook + meta-path finder: what the learner's code may not do."""
-    import posixpath
+# --------------------------------------------------------------------------- the process
+def pack(meta, arrays, np) -> bytes:
+    """One message: an uncompressed ``.npz`` whose ``__meta__`` member holds the JSON."""
+    buffer = io.BytesIO()
+    blob = np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8)
+    np.savez(buffer, __meta__=blob, **arrays)
+    return buffer.getvalue()
 
-    realpath = posixpath.realpath
-    my_pid = os.getpid()
-    blocked_dirs = tuple(d.rstrip("/") + "/" for d in blocked_dirs)
-    write_dirs = tuple(d.rstrip("/") + "/" for d in write_dirs) + ("/dev/null/",)
-    ancestors = set(ancestor_dirs)
-    blocked_modules = tuple(blocked_modules)
 
-    def module_blocked(name) -> bool:
-        name = str.__getitem__(name, slice(None)) if isinstance(name, str) else repr(name)
-        return any(name == m or name.startswith(m + ".") for m in blocked_modules)
-
-    def deny(what):
-        raise PermissionError(f"not allowed in the grader's sandbox: {what}")
-
-    ancestors.update({f"/proc/{my_pid}", "/proc/self", "/proc/thread-self"})
-    import pathlib
-
-    safe_path_types = (pathlib.PosixPath, pathlib.PurePosixPath)
-
-    def check_path(path, writing, low_level=False):
-        # Exact types only: C converts a path object before auditing it, so a custom object
-        # (or a str subclass with overridden methods) could show this hook another path.
-        if type(path) is int:
-            return
-        if path is None:                                     # os.listdir() etc.: the cwd
-            path = "."
-        if isinstance(path, str):
-            path = str.__getitem__(path, slice(None))        # an exact str copy
-        elif isinstance(path, bytes):
-            path = bytes.__getitem__(path, slice(None)).decode("utf-8", "surrogateescape")
-        elif type(path) in safe_path_types:
-            path = str(path)
-        else:
-            deny(f"a path given as {type(path).__name__} (use a plain string)")
-        if low_level and not path.startswith("/"):
-            # os.open(relative, dir_fd=...) resolves against a folder the hook cannot see
-            deny(f"os.open of the relative path {path!r} (use an absolute path)")
-        full = realpath(path)
-        if full.startswith("/proc/"):
-            part = full[6:].split("/", 1)[0]
-            if part.isdigit() and int(part) != my_pid:
-                deny(f"reading another process ({full})")
-        if (full + "/").startswith(blocked_dirs):
-            deny(f"opening {path!r} (the course's reference code and solutions are off limits)")
-        if full in ancestors:
-            deny(f"opening the folder {path!r}")
-        if writing and not (full + "/").startswith(write_dirs):
-            deny(f"writing {path!r} (only the sandbox's own temp folder is writable)")
-
-    write_flags = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
-
-    forbidden_prefixes = ("subprocess.", "os.exec", "os.spawn", "os.posix_spawn", "os.fork",
-                          "os.forkpty", "ctypes.", "socket.", "pty.", "os.system", "os.startfile",
-                          "os.chroot", "os.setuid", "os.setgid", "os.setreuid", "os.setregid",
-                          "os.chdir", "os.fchdir", "os.symlink", "os.link", "os.mknod",
-                          "os.mkfifo", "resource.setrlimit", "resource.prlimit",
-                          "winreg.", "mmap.__new__", "_posixsubprocess", "sys.remote_exec", "os.setns",
-                          "os.unshare", "os.pidfd_open", "os.memfd_create", "signal.pthread_kill",
-                          "os.setpgid", "os.setsid", "os.setpriority")
-    path_mutations = {"os.remove", "os.rmdir", "os.mkdir", "os.chmod", "os.chown", "os.truncate",
-                      "os.utime", "os.setxattr", "os.removexattr", "os.chflags", "os.lchflags",
-                      "os.lchmod", "os.lchown", "shutil.rmtree", "shutil.copyfile", "shutil.copytree",
-                      "shutil.move", "shutil.chown", "shutil.copymode", "shutil.copystat",
-                      "os.scandir", "os.listdir", "os.walk", "os.fwalk", "glob.glob"}
-    listing = {"os.scandir", "os.listdir", "os.walk", "os.fwalk", "glob.glob"}
-
-    def hook(event, args):
-        if event == "open":
-            path, mode, flags = (tuple(args) + (None, None, None))[:3]
-            writing = (isinstance(mode, str) and any(c in mode for c in "wax+")) or \
-                      (isinstance(flags, int) and bool(flags & write_flags))
-            check_path(path, writing, low_level=mode is None)
-        elif event == "import":
-            if module_blocked(args[0]):
-                raise ImportError(f"importing {args[0]!r} is not allowed in graded code: write the "
-                                  "exercise yourself (the grader's sandbox blocks the course's "
-                                  "reference code and solutions)")
-        elif event in ("os.kill", "os.killpg"):
-            if event == "os.killpg" or args[0] not in (my_pid, 0):
-                deny(f"{event}{tuple(args)!r}")
-        elif event in path_mutations:
-            if not args:
-                return
-            check_path(args[0], event not in listing)
-            if event in ("shutil.copyfile", "shutil.copytree", "shutil.move") and len(args) > 1:
-                check_path(args[1], True)
-        elif event == "os.rename":
-            check_path(args[0], True)
-            check_path(args[1], True)
-        elif event.startswith(forbidden_prefixes):
-            deny(event)
+def _block_imports() -> None:
+    """A clear message for the course's own packages (in the jail they are not even there)."""
 
     class _BlockFinder:
         @staticmethod
         def find_spec(name, path=None, target=None):
-            if module_blocked(name):
-                raise ImportError(f"importing {name!r} is not allowed in graded code: write the "
-                                  "exercise yourself (the grader's sandbox blocks the course's "
-                                  "reference code and solutions)")
+            if any(name == m or name.startswith(m + ".") for m in BLOCKED_MODULES):
+                raise ModuleNotFoundError(f"importing {name!r} is not allowed in graded code: write "
+                                          "the exercise yourself", name=name)
             return None
 
     sys.meta_path.insert(0, _BlockFinder)
-    sys.addaudithook(hook)
 
 
-def install_seccomp() -> str:
-    """Kernel-level second wall (Linux x86_64 / aarch64): no new processes, no exec, no
-    ptrace, no signals to other processes. Python's audit hooks miss a few C paths (e.g.
-    ``_posixsubprocess.fork_exec``); the kernel does not. Threads (clone with
-    CLONE_THREAD) stay allowed. Returns "" on success, else why it was skipped."""
-    import ctypes
-    import platform
-    import struct
-
-    machine = platform.machine()
-    if not sys.platform.startswith("linux"):
-        return f"seccomp is Linux-only (this is {sys.platform})"
-    if machine == "x86_64":
-        arch = 0xC000003E
-        nr = {"clone": 56, "fork": 57, "vfork": 58, "execve": 59, "kill": 62, "ptrace": 101,
-              "tkill": 200, "tgkill": 234, "execveat": 322, "process_vm_readv": 310,
-              "process_vm_writev": 311, "clone3": 435, "pidfd_open": 434,
-              "pidfd_send_signal": 424, "pidfd_getfd": 438, "unshare": 272, "setns": 308,
-              "io_uring_setup": 425, "open_by_handle_at": 304, "mount": 165, "chroot": 161}
-    elif machine in ("aarch64", "arm64"):
-        arch = 0xC00000B7
-        nr = {"clone": 220, "execve": 221, "kill": 129, "ptrace": 117, "tkill": 130,
-              "tgkill": 131, "execveat": 281, "process_vm_readv": 270, "process_vm_writev": 271,
-              "clone3": 435, "pidfd_open": 434, "pidfd_send_signal": 424, "pidfd_getfd": 438,
-              "unshare": 97, "setns": 268, "io_uring_setup": 425, "open_by_handle_at": 265,
-              "mount": 40, "chroot": 51}
-    else:
-        return f"no seccomp filter for {machine}"
-    pid = os.getpid()
-    ld_w, jeq_k, jset_k, ret_k = 0x20, 0x15, 0x45, 0x06
-    allow = 0x7FFF0000
-    eperm, enosys = 0x00050000 | 1, 0x00050000 | 38
-    prog = []   # (code, jt, jf, k); jumps are relative, filled in below
-
-    def op(code, k, jt=0, jf=0):
-        prog.append([code, jt, jf, k])
-
-    op(ld_w, 4)                                     # arch
-    op(jeq_k, arch, 1, 0)
-    op(ret_k, eperm)                                # a foreign ABI (i386 via int 0x80): refuse
-    op(ld_w, 0)                                     # syscall number
-    op(0x35, 0x40000000, 0, 1)                      # jge: x32 ABI numbers: refuse
-    op(ret_k, eperm)
-    denied = [n for name, n in nr.items() if name not in ("clone", "clone3", "kill", "tkill", "tgkill")]
-    for number in denied:
-        op(jeq_k, number, 0, 1)
-        op(ret_k, eperm)
-    op(jeq_k, nr["clone3"], 0, 1)
-    op(ret_k, enosys)                               # glibc falls back to clone() for threads
-    op(jeq_k, nr["clone"], 0, 4)
-    op(ld_w, 16)                                    # clone flags (low 32 bits of args[0])
-    op(jset_k, 0x00010000, 0, 1)                    # CLONE_THREAD
-    op(ret_k, allow)
-    op(ret_k, eperm)
-    for name in ("kill", "tkill", "tgkill"):
-        op(jeq_k, nr[name], 0, 4)
-        op(ld_w, 16)                                # first argument: pid / tid / tgid
-        op(jeq_k, pid, 0, 1)
-        op(ret_k, allow)
-        op(ret_k, eperm)
-    op(ret_k, allow)
-    raw = b"".join(struct.pack("HBBI", code, jt, jf, k) for code, jt, jf, k in prog)
-    buffer = ctypes.create_string_buffer(raw, len(raw))
-
-    class SockFprog(ctypes.Structure):
-        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
-
-    fprog = SockFprog(len(prog), ctypes.addressof(buffer))
-    libc = ctypes.CDLL(None, use_errno=True)
-    pr_set_no_new_privs, pr_set_seccomp, seccomp_mode_filter = 38, 22, 2
-    if libc.prctl(pr_set_no_new_privs, 1, 0, 0, 0) != 0:
-        return f"prctl(NO_NEW_PRIVS) failed (errno {ctypes.get_errno()})"
-    if libc.prctl(pr_set_seccomp, seccomp_mode_filter, ctypes.byref(fprog), 0, 0) != 0:
-        return f"prctl(SECCOMP) failed (errno {ctypes.get_errno()})"
-    return ""
-
-
-LANDLOCK_SYSTEM_DIRS = ("/usr", "/lib", "/lib64", "/lib32", "/bin", "/sbin", "/etc", "/opt", "/sys",
-                        "/proc/driver/nvidia")
-LANDLOCK_DEVICES = ("/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom")
-LANDLOCK_PROC = ("/proc/self", "/proc/cpuinfo", "/proc/meminfo", "/proc/stat", "/proc/sys/kernel",
-                 "/proc/sys/vm")
-
-
-def install_landlock(read_dirs, write_dirs) -> str:
-    """Kernel-level file access control (Linux Landlock, any user): from now on this process may
-    read only ``read_dirs`` (Python, system libraries...) and write only ``write_dirs``.
-    Unlike the audit hook, this also covers files opened by C / C++ code (e.g.
-    ``torch.from_file``), raw devices and anything else not listed: the course's folder, the
-    home folder, other students' work. Returns "" on success, else why it was skipped."""
-    import ctypes
-    import glob
-
-    if not sys.platform.startswith("linux"):
-        return f"Landlock is Linux-only (this is {sys.platform})"
-    libc = ctypes.CDLL(None, use_errno=True)
-    create, add_rule, restrict = 444, 445, 446          # the same numbers on x86_64 and arm64
-    abi = libc.syscall(create, None, ctypes.c_size_t(0), ctypes.c_uint32(1))
-    if abi < 1:
-        return f"Landlock is not available (errno {ctypes.get_errno()})"
-    execute, write_file, read_file, read_dir = 1, 2, 4, 8
-    make_remove = sum(1 << b for b in range(4, 13))     # remove dir/file, make char/dir/reg/sock/fifo/block/sym
-    handled = execute | write_file | read_file | read_dir | make_remove
-    if abi >= 2:
-        handled |= 1 << 13                              # refer (rename/link across folders)
-    if abi >= 3:
-        handled |= 1 << 14                              # truncate
-    file_rights = execute | write_file | read_file | (1 << 14 if abi >= 3 else 0)
-    read_rights = execute | read_file | read_dir
-
-    attr = ctypes.c_uint64(handled)
-    ruleset = libc.syscall(create, ctypes.byref(attr), ctypes.c_size_t(8), ctypes.c_uint32(0))
-    if ruleset < 0:
-        return f"landlock_create_ruleset failed (errno {ctypes.get_errno()})"
-
-    class PathBeneath(ctypes.Structure):
-        _pack_ = 1
-        _fields_ = [("allowed_access", ctypes.c_uint64), ("parent_fd", ctypes.c_int32)]
-
-    def allow(path, rights):
-        try:
-            fd = os.open(path, os.O_PATH | os.O_CLOEXEC)
-        except OSError:
-            return
-        try:
-            if not os.path.isdir(path):
-                rights &= file_rights
-            rule = PathBeneath(rights & handled, fd)
-            if libc.syscall(add_rule, ruleset, ctypes.c_int(1), ctypes.byref(rule), ctypes.c_uint32(0)):
-                failed.append(f"{path} (errno {ctypes.get_errno()})")
-        finally:
-            os.close(fd)
-
-    failed = []
-    try:
-        for path in list(read_dirs) + list(LANDLOCK_SYSTEM_DIRS) + list(LANDLOCK_PROC):
-            allow(path, read_rights)
-        for path in LANDLOCK_DEVICES:
-            allow(path, read_rights | write_file)
-        for path in glob.glob("/dev/nvidia*"):
-            allow(path, read_rights | write_file)
-        for path in write_dirs:
-            allow(path, handled)
-        if failed:
-            print(f"[grader sandbox] file access rules not added for: {', '.join(failed)}",
-                  file=sys.stderr)
-        if libc.prctl(38, 1, 0, 0, 0) != 0:             # PR_SET_NO_NEW_PRIVS
-            return f"prctl(NO_NEW_PRIVS) failed (errno {ctypes.get_errno()})"
-        if libc.syscall(restrict, ruleset, ctypes.c_uint32(0)) != 0:
-            return f"landlock_restrict_self failed (errno {ctypes.get_errno()})"
-    finally:
-        os.close(ruleset)
-    return ""
-
-
-def disable_native_file_readers(torch) -> None:
-    """Without Landlock, the audit hook cannot see files opened by C++: switch off torch's
-    functions that read a named file that way (a fallback; Landlock is the real wall)."""
-
-    def refuse(*args, **kwargs):
-        raise PermissionError("Permission denied: reading files from C++ (torch.from_file, "
-                              "torch.jit.load, ...) is not allowed in the grader's sandbox")
-
-    targets = [(torch, "from_file"), (torch._C._VariableFunctions, "from_file"),
-               (torch._C._VariableFunctionsClass, "from_file"), (torch.ops.aten, "from_file"),
-               (torch.UntypedStorage, "from_file"), (torch.TypedStorage, "from_file"),
-               (torch._C, "import_ir_module"), (torch._C, "_load_for_lite_interpreter"),
-               (torch._C, "_load_for_lite_interpreter_from_buffer"), (torch.ops, "load_library")]
-    for name in dir(torch):
-        if name.endswith("Storage") and hasattr(getattr(torch, name), "from_file"):
-            targets.append((getattr(torch, name), "from_file"))
-    for owner, name in targets:
-        try:
-            if hasattr(owner, name):
-                setattr(owner, name, refuse)
-        except (AttributeError, TypeError):
-            pass
-
-
-def _set_limits(memory_mb, fsize_mb, cpu_s=0):
+def set_limits(limits) -> None:
+    """rlimits of this attempt; address space and CPU counted from what the server already uses."""
     import resource
     import signal
 
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # oversize writes raise instead of killing us
-    data_now = 0
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith("VmData:"):
-                    data_now = int(line.split()[1]) * 1024
-    except OSError:
-        pass
-    limits = [(resource.RLIMIT_DATA, data_now + memory_mb * 2**20),
-              (resource.RLIMIT_FSIZE, fsize_mb * 2**20),
+    vm = 0
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmSize:"):
+                vm = int(line.split()[1]) * 1024
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    wanted = [(resource.RLIMIT_AS, vm + int(limits["memory_mb"]) * 2**20),
+              (resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime) + int(limits["cpu_s"])),
+              (resource.RLIMIT_NPROC, int(limits["nproc"])),
+              (resource.RLIMIT_FSIZE, int(limits["fsize_mb"]) * 2**20),
+              (resource.RLIMIT_NOFILE, int(limits["nofile"])),
               (resource.RLIMIT_CORE, 0)]
-    if cpu_s:
-        # a backstop only: the parent's wall-clock timeouts come first
-        used = resource.getrusage(resource.RUSAGE_SELF)
-        limits.append((resource.RLIMIT_CPU, int(used.ru_utime + used.ru_stime) + int(cpu_s)))
-    for which, value in limits:
-        try:
-            soft, hard = resource.getrlimit(which)
-            if hard != resource.RLIM_INFINITY:
-                value = min(value, hard)
-            resource.setrlimit(which, (value, hard if hard != resource.RLIM_INFINITY else value))
-        except (ValueError, OSError):
-            pass
+    for which, value in wanted:
+        if limits.get("no_as") and which == resource.RLIMIT_AS:
+            continue                                 # CUDA maps huge virtual ranges
+        soft, hard = resource.getrlimit(which)
+        if hard != resource.RLIM_INFINITY:
+            value = min(value, hard)
+        resource.setrlimit(which, (value, value))
 
 
-def _write_json_atomic(path, obj):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as fh:
-        json.dump(obj, fh)
-    os.replace(tmp, path)
-
-
-def _write_npz_atomic(path, arrays, np):
-    tmp = path + ".tmp.npz"
-    with open(tmp, "wb") as fh:
-        np.savez(fh, **arrays)
-    os.replace(tmp, path)
-
-
-def _prctl_deathsig() -> None:
-    """Die with SIGKILL when our parent dies (Linux); no orphans if the grader is killed."""
-    try:
-        import ctypes
-        import signal
-
-        ctypes.CDLL(None).prctl(1, int(signal.SIGKILL), 0, 0, 0)   # PR_SET_PDEATHSIG
-    except Exception:  # noqa: BLE001 - not Linux: the parent's kill still applies
-        pass
-
-
-def run_job(io_dir, event_fd, attempt, guard) -> None:
-    """The sandboxed work of one attempt (runs in a freshly forked process). ``guard`` (limits,
-    blocked paths, writable folders) comes with the fork request from the parent, never from
-    a file the learner's code could have rewritten in an earlier attempt."""
+def run_job(job_fd, inputs_fd, event_fd, attempt) -> None:
+    """The work of one attempt (in a freshly forked process)."""
     import numpy as np
     import torch
 
-    events = os.fdopen(event_fd, "w", buffering=1)
+    events = os.fdopen(event_fd, "wb", buffering=0)
 
-    def emit(text):
+    def emit(text, payload=b""):
+        head = f"{text} {len(payload)}\n" if payload else f"{text}\n"
         try:
-            events.write(text + "\n")
-            events.flush()
+            events.write(head.encode() + payload)
         except (OSError, ValueError):
-            pass
+            os._exit(71)
 
-    with open(os.path.join(io_dir, "job.json")) as fh:
-        job = json.load(fh)
-    out_dir = os.path.join(io_dir, attempt["out"])
-    os.makedirs(out_dir, exist_ok=True)
-    with np.load(os.path.join(io_dir, "inputs.npz"), allow_pickle=False) as npz:
-        arrays_in = {name: npz[name] for name in npz.files}
-
+    with os.fdopen(job_fd, "rb") as fh:
+        job = json.loads(fh.read())
+    with os.fdopen(inputs_fd, "rb") as fh:
+        with np.load(io.BytesIO(fh.read()), allow_pickle=False) as npz:
+            arrays_in = {name: npz[name] for name in npz.files}
     for name in job.get("preimport", []):
         try:
             __import__(name)
@@ -691,121 +394,115 @@ def run_job(io_dir, event_fd, attempt, guard) -> None:
             pass
     device = torch.device(job.get("device", "cpu"))
     if device.type == "cuda":
-        # initialise CUDA and load its libraries (cuBLAS, cuSOLVER...) before the sandbox closes
-        warm = torch.eye(8, device=device) + 0.5
-        for dtype in (torch.float32, torch.float64):
-            w = warm.to(dtype)
-            (w @ w).sum().item()
-            torch.einsum("ij,jk->ik", w, w).softmax(-1).sum().item()
-            torch.linalg.svd(w)[1].sum().item()
-        torch.cuda.synchronize(device)
-        try:
-            torch.cuda.set_per_process_memory_fraction(float(job.get("gpu_fraction", 0.5)), device)
-        except Exception:  # noqa: BLE001
-            pass
-    if job.get("threads"):
-        torch.set_num_threads(int(job["threads"]))
-    _set_limits(int(guard["memory_mb"]), int(guard["fsize_mb"]), int(guard["cpu_s"]))
+        # load CUDA's libraries (cuBLAS, cuSOLVER...) before the limits apply
+        warm = torch.eye(8, device=device, dtype=torch.float64) + 0.5
+        (warm @ warm).sum().item()
+        torch.linalg.svd(warm)[1].sum().item()
+        torch.cuda.set_per_process_memory_fraction(float(job.get("gpu_fraction", 0.5)), device)
+    torch.set_num_threads(int(job.get("threads", 1)))
+    set_limits(job["limits"])
     sys.dont_write_bytecode = True
-    for layer, skipped in (("file access rules", install_landlock(guard["read_dirs"], guard["write_dirs"])),
-                           ("system call filter", install_seccomp())):
-        if skipped:
-            print(f"[grader sandbox] {layer} not installed: {skipped}", file=sys.stderr)
-            if layer == "file access rules":
-                disable_native_file_readers(torch)
-    _install_guard(guard["blocked_dirs"], guard["blocked_modules"], guard["write_dirs"],
-                   guard["ancestor_dirs"])
+    _block_imports()
 
     emit("prepared")
     namespace, errors, learner_files = exec_sources(job["sources"], job.get("continue_on_error", False))
-    _write_json_atomic(os.path.join(out_dir, "module.json"), {"errors": errors})
-    emit("loaded")
+    emit("loaded", pack({"errors": errors}, {}, np))
 
     exercises = job["exercises"]
     for index in attempt["run"]:
         exercise = exercises[index]
         emit(f"start {index}")
         fn = namespace.get(exercise["name"])
+        arrays_out = {}
         if fn is None:
             payload = {"missing": True, "cases": []}
-            arrays_out = {}
         elif not callable(fn):
             payload = {"missing": False, "not_callable": _type_name(fn), "cases": []}
-            arrays_out = {}
         else:
             cases, arrays_out = run_cases(fn, exercise["cases"], exercise["output"], arrays_in,
                                           device, learner_files, torch, np, key=f"e{index}")
             payload = {"missing": False, "cases": cases}
-        _write_npz_atomic(os.path.join(out_dir, f"ex_{index}.npz"), arrays_out, np)
-        _write_json_atomic(os.path.join(out_dir, f"ex_{index}.json"), payload)
-        arrays_out = None
-        emit(f"done {index}")
+        emit(f"done {index}", pack(payload, arrays_out, np))
+        arrays_out = payload = None
     emit("end")
 
 
-def _forked_child(sock, request, fds) -> None:
+def _prctl(option, value) -> None:
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).prctl(option, value, 0, 0, 0)
+    except Exception:  # noqa: BLE001 - not Linux
+        pass
+
+
+def _forked_child(sock, request, fds, workdir) -> None:
     """In the freshly forked process: cut every tie to the server, then run the job."""
+    import signal
+
     code = 70
     try:
         sock.close()
-        event_fd = fds[0]
-        for fd in fds[1:]:
-            os.close(fd)
+        job_fd, inputs_fd, event_fd = fds[:3]
         os.setsid()
-        _prctl_deathsig()
-        devnull = os.open(os.devnull, os.O_RDONLY)
-        out = os.open(request["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        err = os.open(request["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        os.dup2(devnull, 0)
-        os.dup2(out, 1)
-        os.dup2(err, 2)
-        for fd in (devnull, out, err):
-            if fd > 2:
-                os.close(fd)
-        # nothing but stdio and the event pipe stays open: the learner cannot reach the server
-        os.closerange(3, event_fd)
-        os.closerange(event_fd + 1, 65536)
+        _prctl(1, int(signal.SIGKILL))               # PR_SET_PDEATHSIG: die with the server
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)                     # the learner's prints go nowhere
+        keep = sorted({0, 1, 2, job_fd, inputs_fd, event_fd})
+        for low, high in zip([2] + keep[3:], keep[3:] + [65536]):
+            os.closerange(low + 1, high)
         sys.stdin = open(0, "r", closefd=False)
-        sys.stdout = open(1, "w", buffering=1, closefd=False)
-        sys.stderr = open(2, "w", buffering=1, closefd=False)
-        os.chdir(request["cwd"])
-        os.environ["HOME"] = request["cwd"]
-        os.environ["TMPDIR"] = request["cwd"]
+        sys.stdout = open(1, "w", closefd=False)
+        sys.stderr = open(2, "w", closefd=False)
+        os.chdir(workdir)
+        os.environ.update(HOME=workdir, TMPDIR=workdir)
         import tempfile
 
-        tempfile.tempdir = request["cwd"]            # the server may have cached its own
-        run_job(request["io_dir"], event_fd, request["attempt"], request["guard"])
+        tempfile.tempdir = workdir
+        run_job(job_fd, inputs_fd, event_fd, request["attempt"])
         code = 0
     except BaseException:  # noqa: BLE001
-        try:
-            traceback.print_exc()
-        except BaseException:  # noqa: BLE001
-            pass
+        pass
     finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BaseException:  # noqa: BLE001
-            pass
         os._exit(code)
 
 
-def server_main(sock_fd: int) -> None:
-    """The fork server: import torch once, then fork one sandboxed process per request.
+def _wipe(path) -> None:
+    import shutil
 
-    Requests (one SOCK_SEQPACKET message each, JSON): ``{"op": "fork", ...}`` with the
-    event pipe's write end attached (SCM_RIGHTS), answered ``{"pid": N}``;
-    ``{"op": "kill", "pid": N}``. When a forked process ends the server sends
-    ``{"exit": N, "code": C}`` (C < 0: killed by signal -C). EOF on the socket: the
-    grader is gone, so the server kills its children and exits.
-    """
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        try:
+            os.remove(path)
+        except OSError:
+            pass
+
+
+def _kill_strays() -> None:
+    """Inside the jail's own process namespace: kill every process but bwrap's init and us."""
+    import signal
+
+    keep = {1, os.getpid(), os.getppid()}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit() and int(entry) not in keep:
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+            except OSError:
+                pass
+
+
+def server_main(sock_fd: int, jailed: bool = False) -> None:
+    """The fork server. Requests (SOCK_SEQPACKET, JSON): ``{"op": "fork", "attempt": ...}``
+    with the job, inputs and event fds attached, answered ``{"pid": N}``; ``{"op": "kill",
+    "pid": N}``. When a process ends the server sends ``{"exit": N, "code": C}``. EOF on the
+    socket: the grader is gone, so the server kills its children and exits."""
     import select
     import signal
     import socket
+    import tempfile
 
-    # No PR_SET_PDEATHSIG here: Linux sends it when the *thread* that started us exits, and
-    # the grader may be called from short-lived threads (each Streamlit run is one). The
-    # parent's death is seen instead as EOF on the socket below (the kernel closes its end).
     sock = socket.socket(fileno=sock_fd)
     import numpy  # noqa: F401
     import torch  # noqa: F401
@@ -813,6 +510,8 @@ def server_main(sock_fd: int) -> None:
         import einops  # noqa: F401 - cheap, and common in exercises
     except ImportError:
         pass
+    _prctl(4, 0)                                     # PR_SET_DUMPABLE 0: no ptrace, no /proc/N/mem
+    scratch = tempfile.gettempdir()
 
     def send(obj):
         try:
@@ -820,14 +519,15 @@ def server_main(sock_fd: int) -> None:
         except OSError:
             shutdown()
 
-    children: set[int] = set()
+    children: dict[int, str] = {}
 
     def shutdown():
         for pid in list(children):
-            try:
-                os.killpg(pid, signal.SIGKILL)
-            except OSError:
-                pass
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
         os._exit(0)
 
     send({"ready": True})
@@ -835,13 +535,21 @@ def server_main(sock_fd: int) -> None:
         for pid in list(children):
             try:
                 done, status = os.waitpid(pid, os.WNOHANG)
+                code = os.waitstatus_to_exitcode(status) if done else None
             except ChildProcessError:
-                children.discard(pid)
-                send({"exit": pid, "code": None})
-                continue
+                done, code = True, None
             if done:
-                children.discard(pid)
-                send({"exit": pid, "code": os.waitstatus_to_exitcode(status)})
+                try:
+                    os.killpg(pid, signal.SIGKILL)   # anything it left running
+                except OSError:
+                    pass
+                children.pop(pid)
+                if jailed and not children:          # anything it left behind, in the jail only
+                    _kill_strays()
+                for entry in os.listdir(scratch):    # this attempt's files, and any it left
+                    if os.path.join(scratch, entry) not in children.values():
+                        _wipe(os.path.join(scratch, entry))
+                send({"exit": pid, "code": code})
         ready, _, _ = select.select([sock], [], [], 0.02 if children else 0.5)
         if not ready:
             continue
@@ -854,41 +562,34 @@ def server_main(sock_fd: int) -> None:
         try:
             request = json.loads(data)
         except ValueError:
-            for fd in fds:
-                os.close(fd)
-            continue
-        if request.get("op") == "fork" and fds:
+            request = {}
+        if request.get("op") == "fork" and len(fds) == 3:
+            workdir = tempfile.mkdtemp(prefix="attempt-", dir=scratch)
             pid = os.fork()
             if pid == 0:
-                _forked_child(sock, request, fds)
-            for fd in fds:
-                os.close(fd)
-            children.add(pid)
+                _forked_child(sock, request, fds, workdir)
+            children[pid] = workdir
             send({"pid": pid})
-        elif request.get("op") == "kill":
-            pid = request.get("pid")
-            if pid in children:
-                for kill in (os.killpg, os.kill):
-                    try:
-                        kill(pid, signal.SIGKILL)
-                    except OSError:
-                        pass
-        elif request.get("op") == "stop":
-            shutdown()
-        else:
-            for fd in fds:
-                os.close(fd)
+        elif request.get("op") == "kill" and request.get("pid") in children:
+            for kill in (os.killpg, os.kill):
+                try:
+                    kill(request["pid"], signal.SIGKILL)
+                except OSError:
+                    pass
+        for fd in fds:
+            os.close(fd)
 
 
 def main(argv) -> None:
-    # python -I -S -B _child.py --server SOCKET_FD SITE_DIR...
+    jailed = "--jailed" in argv
+    argv = [a for a in argv if a != "--jailed"]
     if len(argv) < 3 or argv[1] != "--server":
-        print("usage: _child.py --server SOCKET_FD SITE_DIR...", file=sys.stderr)
+        print("usage: _child.py --server SOCKET_FD [--jailed] SITE_DIR...", file=sys.stderr)
         raise SystemExit(2)
     for site_dir in argv[3:]:
         if site_dir not in sys.path:
             sys.path.append(site_dir)
-    server_main(int(argv[2]))
+    server_main(int(argv[2]), jailed)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,9 @@ lesson's file in ``exercises/``. No argument: every lesson file in ``exercises/`
 Human output, per file: a header, one line per exercise (``✓ name  3/3``), the feedback
 of failures indented below, and a total. ``--json``: one JSON object per file, one per
 line: ``{"file", "lesson", "score", "max_score", "results": [{"exercise", "passed",
-"score", "max_score", "feedback"}]}``. Exit code 0 only when every graded exercise passed.
+"score", "max_score", "feedback"}]}``. Exit code: 0 every graded exercise passed, 1 some
+failed, 2 a usage error or a grader (infrastructure) error. Feedback never carries control
+characters (they are escaped), so a submission cannot draw on the terminal.
 """
 from __future__ import annotations
 
@@ -76,6 +78,7 @@ def render_report(report, marks=None) -> str:
     if report.lesson is not None:
         title += f"  (lesson {report.lesson:02d})"
     lines.append(title)
+    lines += [f"  {note}" for note in getattr(report, "notes", []) if note.startswith("warning:")]
     if not report.results:
         lines.append("  no graded exercises")
     width = max([len(r.exercise) for r in report.results] + [8])
@@ -92,7 +95,7 @@ def render_report(report, marks=None) -> str:
 
 
 def grade_command(args) -> int:
-    from mechinterp_edu.grader.grade import grade_file
+    from mechinterp_edu.grader.grade import clean_text, grade_file
 
     try:
         targets = resolve_targets(list(getattr(args, "paths", []) or []), getattr(args, "lesson", None))
@@ -110,8 +113,15 @@ def grade_command(args) -> int:
             report = grade_file(path, lesson)
         except (LookupError, ValueError, OSError) as exc:
             errors += 1
-            print(f"error: {path}: {exc}", file=sys.stderr, flush=True)
+            print(clean_text(f"error: {path}: {exc}"), file=sys.stderr, flush=True)
             continue
+        except Exception as exc:  # noqa: BLE001 - a grader bug: say so, grade the other files
+            errors += 1
+            print(clean_text(f"grader error: {path}: {type(exc).__name__}: {exc}"), file=sys.stderr,
+                  flush=True)
+            continue
+        if any(r.feedback.startswith("grader error") for r in report.results):
+            errors += 1
         graded += len(report.results)
         all_passed = all_passed and report.passed
         total += report.score

@@ -30,8 +30,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from mechinterp_edu.grader.sandbox import (ArrayOut, BadItemsOut, CaseRun, ExerciseRun, NumberOut,
-                                           OtherOut, RowsOut, TupleOut)
+from mechinterp_edu.grader.protocol import (ArrayOut, CaseRun, ExerciseRun, NumberOut, OtherOut,
+                                            Raised, RowsOut, TupleOut)
 
 _PRECISION = {"float64": 0, "complex128": 0, "float32": 1, "complex64": 1, "float16": 2,
               "bfloat16": 2}
@@ -165,6 +165,9 @@ def _type_problem(got, expected_kind: str) -> Optional[str]:
     want = {"tensor": "a torch.Tensor", "float": "a single number (a Python float)",
             "tuple": "a tuple", "set": "a set of tuples of ints",
             "list": "a list of tuples of ints"}[expected_kind]
+    if isinstance(got, OtherOut) and got.bad_items:
+        return (f"returned a {got.type} whose items are {got.bad_items} (e.g. {got.repr}): "
+                f"expected {want}")
     if isinstance(got, OtherOut):
         if got.type == "NoneType":
             return f"returned None: expected {want}. Did you forget the `return` statement?"
@@ -181,9 +184,6 @@ def _type_problem(got, expected_kind: str) -> Optional[str]:
             return (f"returned {got.repr}: expected a single number. Use .item() on a 0-d tensor, "
                     "or check which axes you reduce over")
         return f"returned {got.type} ({got.repr}): expected {want}"
-    if isinstance(got, BadItemsOut):
-        return (f"returned a {got.container} whose items are {got.item_type} (e.g. {got.item_repr}): "
-                f"expected {want}")
     ok = {"tensor": ArrayOut, "float": NumberOut, "tuple": TupleOut, "set": RowsOut,
           "list": RowsOut}[expected_kind]
     if not isinstance(got, ok):
@@ -233,6 +233,9 @@ def _dtype_problem(got: ArrayOut, exp: ArrayOut) -> Optional[str]:
                     "keep the inputs' dtype")
         if g.startswith("complex") and not e.startswith("complex"):
             return f"dtype: expected a real tensor ({e}), got {g}"
+        if g != e:
+            return (f"dtype: expected {e} (the dtype of the inputs), got {g}. Keep the inputs' dtype: "
+                    "create new tensors with dtype=x.dtype, and do not call .float() or .double()")
         return None
     if e in _INT_DTYPES:
         if g in _INT_DTYPES:
@@ -302,8 +305,6 @@ def _mask_problem(got: np.ndarray, exp: np.ndarray) -> Optional[str]:
 
 def check_array(got: ArrayOut, exp: ArrayOut, tol: Tolerance, info: dict,
                 compare_values: bool = True) -> Optional[Problem]:
-    if got.no_values:
-        return Problem("structure", f"the returned tensor cannot be graded: {got.no_values}")
     if exp.values is None:
         return Problem("structure", "grader error: the reference result holds no values")
     gdev, edev = got.device.split(":")[0], exp.device.split(":")[0]
@@ -320,6 +321,8 @@ def check_array(got: ArrayOut, exp: ArrayOut, tol: Tolerance, info: dict,
             problem.message = (f"shape: expected {fmt_shape(exp.shape)}, got {fmt_shape(got.shape)}. "
                                + perm)
         return problem
+    if got.no_values:
+        return Problem("structure", f"the returned tensor cannot be graded: {got.no_values}")
     dtype = _dtype_problem(got, exp)
     if dtype:
         return Problem("structure", dtype)
@@ -649,6 +652,26 @@ def _error_feedback(err: dict, label: str, others: int, memory_mb: int) -> str:
     return text
 
 
+def _same_output(got, out, data: CaseData, kind: str, exercise, to_torch) -> bool:
+    """Does a learner's output equal a known wrong variant's output on this case?"""
+    if out is None or isinstance(out, Raised) or check_output(
+            kind, got, out, data.tol, data.info, custom=exercise.compare is not None) is not None:
+        return False
+    if exercise.compare is None:
+        return True
+    try:
+        return not exercise.compare(to_torch(got), to_torch(out), data.case)
+    except Exception:  # noqa: BLE001
+        return False
+
+
+def _same_run(run: CaseRun, out, data: CaseData, kind: str, exercise, to_torch) -> bool:
+    if isinstance(out, Raised):
+        message = run.error.get("message", "")[:200]
+        return run.status == "error" and run.error.get("etype") == out.etype and message == out.message
+    return run.status == "ok" and _same_output(run.value, out, data, kind, exercise, to_torch)
+
+
 def assess(exercise, cases: list[CaseData], run: ExerciseRun,
            mistake_outputs: Callable[[], list[tuple[Any, list[Any]]]],
            terms_for: Callable[[int], Optional[dict[str, np.ndarray]]],
@@ -681,6 +704,12 @@ def assess(exercise, cases: list[CaseData], run: ExerciseRun,
         if case_run.status == "error" and case_run.error.get("not_implemented"):
             return False, "not implemented yet"
     errors = [(i, c) for i, c in enumerate(outs) if c.status != "ok"]
+    if errors and exercise.mistakes and len(outs) == len(cases):
+        for mistake, outputs in mistake_outputs():   # a known mistake that raises (a shape error...)
+            if len(outputs) == len(outs) and any(isinstance(o, Raised) for o in outputs) and all(
+                    _same_run(c, o, data, kind, exercise, to_torch)
+                    for c, o, data in zip(outs, outputs, cases)):
+                return False, mistake.message
     if errors:
         i, case_run = errors[0]
         if case_run.status == "grader_error":
@@ -719,15 +748,7 @@ def assess(exercise, cases: list[CaseData], run: ExerciseRun,
         return True, note.strip()
     # 3. the catalogue of known mistakes
     def same(got, out, data: CaseData) -> bool:
-        if out is None or check_output(kind, got, out, data.tol, data.info,
-                                       custom=exercise.compare is not None) is not None:
-            return False
-        if exercise.compare is None:
-            return True
-        try:
-            return not exercise.compare(to_torch(got), to_torch(out), data.case)
-        except Exception:  # noqa: BLE001
-            return False
+        return _same_output(got, out, data, kind, exercise, to_torch)
 
     if exercise.mistakes:
         for mistake, outputs in mistake_outputs():

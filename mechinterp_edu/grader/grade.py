@@ -33,13 +33,22 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from mechinterp_edu.grader.sandbox import (ArrayOut, Limits, NumberOut, OtherOut, RowsOut,
-                                           RunResult, SandboxRunner, TupleOut, encode_args,
-                                           normalize_output, run_in_process)
+from mechinterp_edu.grader.protocol import (ArrayOut, NumberOut, OtherOut, Raised, RowsOut,
+                                            Trusted, TupleOut, encode_args, exception_text,
+                                            normalize_output)
+from mechinterp_edu.grader.sandbox import Limits, RunResult, SandboxRunner, run_in_process
 from mechinterp_edu.grader.sources import (Submission, lesson_from_name, load_submission,
                                            submission_from_text)
 
 ExerciseSelection = Optional[Sequence[Union[str, Any]]]
+
+
+_CONTROL = {c: f"\\x{c:02x}" for c in [*range(0, 9), *range(11, 32), 127, *range(128, 160)]}
+
+
+def clean_text(text) -> str:
+    """Control characters (all but newline and tab) escaped: feedback can draw nothing on a terminal."""
+    return str(text).translate(_CONTROL)
 
 
 @dataclass
@@ -49,6 +58,9 @@ class ExerciseResult:
     score: float
     max_score: float
     feedback: str = ""
+
+    def __post_init__(self):
+        self.exercise, self.feedback = clean_text(self.exercise), clean_text(self.feedback)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -63,6 +75,9 @@ class FileReport:
     results: list[ExerciseResult] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)     # not part of the JSON contract
     seconds: float = 0.0
+
+    def __post_init__(self):
+        self.file, self.notes = clean_text(self.file), [clean_text(n) for n in self.notes]
 
     @property
     def passed(self) -> bool:
@@ -208,7 +223,7 @@ def _encode_trusted(value, kind: str, key: str = "r") -> tuple[dict, dict]:
 
 def _normalize_trusted(value, kind: str):
     meta, arrays = _encode_trusted(value, kind)
-    return normalize_output(meta, arrays)
+    return normalize_output(meta, Trusted(arrays))
 
 
 def _output_dtypes(value) -> list:
@@ -229,7 +244,7 @@ def _from_disk(exercise, device: str, entry: dict) -> Optional[_Prepared]:
         prepared.arrays = {k: v for k, v in arrays.items() if not k.startswith(_EXPECTED)}
         for label, info, meta, dtypes in zip(entry["labels"], entry["infos"], entry["expected"],
                                              entry["dtypes"], strict=True):
-            expected = normalize_output(meta, arrays)
+            expected = normalize_output(meta, Trusted(arrays))
             tol = tolerance_for(exercise.rtol, exercise.atol_frac, dtypes)
             prepared.data.append(CaseData(str(label), dict(info), expected, tol, None))
         if len(prepared.specs) != len(prepared.data):
@@ -268,7 +283,7 @@ def _prepare(exercise, device: str) -> _Prepared:
                 prepared.specs.append(encode_args(case.args, f"{exercise.name}_{j}", prepared.arrays))
                 meta, arrays = _encode_trusted(exercise.reference(*_to_device(case.args, device)),
                                                exercise.output, f"{_EXPECTED}{j}")
-                expected = normalize_output(meta, arrays)
+                expected = normalize_output(meta, Trusted(arrays))
                 if isinstance(expected, OtherOut):
                     raise TypeError(f"the reference returned {expected.type} for a "
                                     f"{exercise.output!r} exercise")
@@ -304,8 +319,8 @@ def _mistake_outputs(prepared: _Prepared) -> list:
                     value = _normalize_trusted(mistake.fn(*_to_device(case.args, prepared.device)),
                                                prepared.exercise.output)
                     outputs.append(None if isinstance(value, OtherOut) else value)
-                except Exception:  # noqa: BLE001 - a wrong variant may not apply to every case
-                    outputs.append(None)
+                except Exception as exc:  # noqa: BLE001 - matched against a learner's exception
+                    outputs.append(Raised(type(exc).__name__, exception_text(exc)))
             out.append((mistake, outputs))
         prepared._mistakes = out
     return prepared._mistakes
@@ -348,11 +363,14 @@ def _to_torch(value, kind: str = "tensor"):
 
 
 # --------------------------------------------------------------------------- grading
+ALLOWED_NOTE = "the grader runs your file on its own, without the course's code or other packages"
+
+
 def _load_error_feedback(error: dict) -> str:
     message = error.get("message", "")
-    if "not allowed in graded code" in message or "not allowed in the grader's sandbox" in message:
-        core = message.split(":", 1)[1].strip() if message.startswith(("ImportError", "PermissionError")) else message
-        return f"your file could not be loaded: {core}"
+    if error.get("etype") in ("ModuleNotFoundError", "ImportError"):
+        return (f"your file could not be loaded: {message}. Graded files may import only torch, "
+                f"numpy, einops, math, transformer_lens and Python's standard library ({ALLOWED_NOTE})")
     if error.get("exit"):
         return ("your file called sys.exit() (or raised SystemExit) while loading: remove it; the "
                 "grader imports your file and calls your functions")
@@ -407,10 +425,12 @@ def _grade_submission(sub: Submission, lesson, exercises: ExerciseSelection, san
                 inputs.update(p.arrays)
             timeouts = [limits.exercise_timeout(prepared[i].exercise.timeout_s) for i in runnable]
             if runnable:
+                expected = [[d.expected for d in prepared[i].data] for i in runnable]
                 if runner is not None:
-                    run: RunResult = runner.run(job, inputs, timeouts, device)
+                    run: RunResult = runner.run(job, inputs, timeouts, device, expected)
                 else:
-                    run = run_in_process(sub.sources, sub.continue_on_error, job, inputs, device)
+                    run = run_in_process(sub.sources, sub.continue_on_error, job, inputs, device,
+                                         expected)
             else:
                 run = RunResult([], [])
             fatal = ""
@@ -430,12 +450,16 @@ def _grade_submission(sub: Submission, lesson, exercises: ExerciseSelection, san
                         results[i] = ExerciseResult(p.exercise.name, False, 0, p.exercise.points,
                                                     "grader error: the cases could not be rebuilt")
                         continue
-                    passed, feedback = assess(
-                        p.exercise, p.data, ex_run,
-                        mistake_outputs=lambda p=p: _mistake_outputs(p),
-                        terms_for=lambda j, p=p: _terms(p, j),
-                        to_torch=lambda v, p=p: _to_torch(v, p.exercise.output),
-                        memory_mb=limits.memory_mb)
+                    try:
+                        passed, feedback = assess(
+                            p.exercise, p.data, ex_run,
+                            mistake_outputs=lambda p=p: _mistake_outputs(p),
+                            terms_for=lambda j, p=p: _terms(p, j),
+                            to_torch=lambda v, p=p: _to_torch(v, p.exercise.output),
+                            memory_mb=limits.memory_mb)
+                    except Exception as exc:  # noqa: BLE001 - one exercise's grader error, not the file's
+                        passed, feedback = False, (f"grader error while checking `{p.exercise.name}`: "
+                                                   f"{type(exc).__name__}: {exc}")
                     if not passed and (cell_notes or sub.notes):
                         feedback = "\n".join([feedback, *sub.notes, *cell_notes])
                 results[i] = ExerciseResult(p.exercise.name, passed, p.exercise.points if passed else 0,
@@ -465,11 +489,18 @@ def grade_file(path, lesson=None, exercises: ExerciseSelection = None, *,
     from mechinterp_edu.grader.spec import Exercise
 
     path = Path(path)
+    if path.suffix.lower() not in (".py", ".ipynb"):
+        raise ValueError(f"cannot grade {path.name}: only .py files and .ipynb notebooks can be "
+                         "graded (save your work as one of those)")
     explicit = bool(exercises) and all(isinstance(e, Exercise) for e in exercises)
+    named = lesson_from_name(path)
     if lesson is None and not explicit:
-        lesson = lesson_from_name(path)
+        lesson = named
         if lesson is None:
             raise ValueError(f"cannot tell which lesson {path.name} belongs to: name it NN_name.py "
                              "(e.g. 01_tensor_products.py) or pass --lesson NN")
     sub = load_submission(path)
+    if named is not None and lesson is not None and not explicit and resolve_lesson(lesson) != named:
+        sub.notes.insert(0, f"warning: {path.name} is named as a lesson {named:02d} file but was "
+                            f"graded as lesson {resolve_lesson(lesson):02d}: is --lesson right?")
     return _grade_submission(sub, lesson, exercises, sandbox, limits, str(path))

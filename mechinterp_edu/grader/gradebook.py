@@ -5,15 +5,19 @@
 lesson files directly (as in Gradescope's ``/autograder/submission``) is one student.
 
 Students are graded in parallel by a pool of worker processes (``--workers``, default
-the CPU count); each of a student's files runs in its own sandbox child, so a student's
-crash, infinite loop or memory bomb ends only that student's exercise, and a worker
-that dies anyway only costs its student a retry. Every student folder (of the whole
-class) is unreadable from inside the sandbox.
+the CPU count); each of a student's files runs in a jailed child (:mod:`.jail`), so a
+student's crash, infinite loop or memory bomb ends only that student's exercise, and a
+worker that dies anyway only costs its student a retry. No student folder is visible
+inside the jail. Symbolic links (files or folders) and files resolving outside the
+student's folder are refused; each student has a time budget (``--student-budget``);
+a student who breaks anything gets a row saying so. Without bubblewrap the command
+refuses to run unless ``--no-isolation`` is given.
 
 Outputs:
 
 * CSV: one row per student; columns ``student``, one per exercise (its name, or
-  ``NN.name`` when two lessons share a name), ``total``, ``max_score``, ``errors``.
+  ``NN.name`` when two lessons share a name), ``total``, ``max_score``, ``errors``,
+  ``grader_error`` (the grader's own failures, to re-check by hand).
   A student's score for an exercise is the best over their files.
 * Gradescope (``--gradescope PATH``): Gradescope's ``results.json`` format
   (``score``, ``output``, ``tests: [{name, score, max_score, output, status, visibility}]``).
@@ -67,6 +71,7 @@ class Gradebook:
 
 
 def find_students(root: Path) -> list[tuple[str, Path]]:
+    """(name, folder) per student; a symlinked student folder is listed (and refused later)."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"no such folder: {root}")
@@ -74,30 +79,58 @@ def find_students(root: Path) -> list[tuple[str, Path]]:
     if direct:
         return [(root.resolve().name, root)]
     return sorted((d.name, d) for d in root.iterdir()
-                  if d.is_dir() and not d.name.startswith((".", "__")))
+                  if (d.is_dir() or d.is_symlink()) and not d.name.startswith((".", "__")))
 
 
-def student_files(folder: Path) -> list[Path]:
+def student_files(folder: Path, refused: Optional[list] = None) -> list[Path]:
+    """The student's lesson files. Symbolic links (files or folders) and anything that
+    resolves outside the student's folder are refused, with a line in ``refused``."""
+    refused = refused if refused is not None else []
     found = []
+    if folder.is_symlink():
+        refused.append(f"refused {folder.name}: the student folder is a symbolic link")
+        return found
+    base = folder.resolve()
     base_depth = len(folder.parts)
-    for dirpath, dirnames, filenames in os.walk(folder):
+    for dirpath, dirnames, filenames in os.walk(folder):     # never follows links
         depth = len(Path(dirpath).parts) - base_depth
-        dirnames[:] = sorted(d for d in dirnames
-                             if not d.startswith((".", "__")) and depth < MAX_DEPTH - 1)
+        for d in list(dirnames):
+            if (Path(dirpath) / d).is_symlink():
+                refused.append(f"refused {Path(dirpath, d).relative_to(folder)}: a symbolic link")
+        dirnames[:] = sorted(d for d in dirnames if not (Path(dirpath) / d).is_symlink()
+                             and not d.startswith((".", "__")) and depth < MAX_DEPTH - 1)
         for name in sorted(filenames):
-            if LESSON_FILE.match(name):
-                found.append(Path(dirpath) / name)
+            if not LESSON_FILE.match(name):
+                continue
+            path = Path(dirpath) / name
+            if path.is_symlink() or not path.resolve().is_relative_to(base) or not path.is_file():
+                refused.append(f"refused {path.relative_to(folder)}: a symbolic link or not a "
+                               "plain file inside the student's folder")
+                continue
+            found.append(path)
     return found
 
 
-def grade_student(student: str, folder, exercises: Optional[dict] = None, limits=None) -> StudentGrades:
-    """Grade every lesson file of one student (runs inside a worker process)."""
-    from mechinterp_edu.grader.grade import grade_file
+def grade_student(student: str, folder, exercises: Optional[dict] = None, limits=None,
+                  budget_s: Optional[float] = None) -> StudentGrades:
+    """Grade every lesson file of one student (runs inside a worker process) within
+    ``budget_s`` seconds in all; a file that cannot be graded is a line in ``errors``."""
+    from dataclasses import replace
+
+    from mechinterp_edu.grader.grade import clean_text, grade_file
+    from mechinterp_edu.grader.sandbox import Limits
 
     start = time.perf_counter()
-    grades = StudentGrades(student)
-    for path in student_files(Path(folder)):
+    grades = StudentGrades(clean_text(student))
+    limits = limits or Limits(threads=1)
+    for path in student_files(Path(folder), grades.errors):
         lesson = lesson_from_name(path)
+        left = None if budget_s is None else budget_s - (time.perf_counter() - start)
+        if left is not None and left <= 0:
+            grades.errors.append(f"{clean_text(path.name)}: not graded: the student's time budget "
+                                 f"of {budget_s:g} s was used up")
+            continue
+        limits = replace(limits, budget_s=left)
         try:
             if exercises is not None:
                 chosen = exercises.get(lesson)
@@ -110,7 +143,7 @@ def grade_student(student: str, folder, exercises: Optional[dict] = None, limits
             report.file = str(Path(path).relative_to(folder)) if Path(path).is_relative_to(folder) else path.name
             grades.reports.append(report)
         except Exception as exc:  # noqa: BLE001 - one bad file must not hide the others
-            grades.errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
+            grades.errors.append(clean_text(f"{path.name}: grader error: {type(exc).__name__}: {exc}"))
     if not grades.reports and not grades.errors:
         grades.errors.append("no lesson files (NN_name.py / NN_name.ipynb) found")
     grades.seconds = time.perf_counter() - start
@@ -132,7 +165,7 @@ def _columns(students: list[StudentGrades]) -> tuple[list[tuple], dict[tuple, fl
 
 
 def run_gradebook(root, workers: Optional[int] = None, exercises: Optional[dict] = None,
-                  limits=None, on_student=None) -> Gradebook:
+                  limits=None, on_student=None, budget_s: Optional[float] = 600.0) -> Gradebook:
     """Grade every student under ``root`` in parallel (``workers`` processes; default the CPU
     count; 0 grades in this process). ``exercises`` ({lesson: [Exercise]}) replaces the
     registered exercises (tests); ``on_student(grades)`` is called as each student finishes."""
@@ -146,12 +179,14 @@ def run_gradebook(root, workers: Optional[int] = None, exercises: Optional[dict]
     from dataclasses import replace
 
     limits = replace(limits or Limits(threads=1))
-    limits.extra_blocked = tuple(limits.extra_blocked) + (str(root.resolve()),)
     results: dict[str, StudentGrades] = {}
     todo = list(students)
     if workers == 0:                      # in this process, one student after the other
         for name, folder in todo:
-            results[name] = grade_student(name, str(folder), exercises, limits)
+            try:
+                results[name] = grade_student(name, str(folder), exercises, limits, budget_s)
+            except Exception as exc:  # noqa: BLE001 - a broken student never stops the run
+                results[name] = StudentGrades(name, errors=[f"grader error: {type(exc).__name__}: {exc}"])
             if on_student:
                 on_student(results[name])
         todo = []
@@ -162,7 +197,7 @@ def run_gradebook(root, workers: Optional[int] = None, exercises: Optional[dict]
         context = multiprocessing.get_context("spawn")
         try:
             with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-                futures = {pool.submit(grade_student, name, str(folder), exercises, limits): name
+                futures = {pool.submit(grade_student, name, str(folder), exercises, limits, budget_s): name
                            for name, folder in todo}
                 for future in as_completed(futures):
                     name = futures[future]
@@ -202,12 +237,22 @@ def write_csv(book: Gradebook, path) -> None:
     total_max = sum(book.max_scores.values())
     with open(path, "w", newline="", encoding="utf-8") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["student", *_column_names(book.columns), "total", "max_score", "errors"])
+        writer.writerow(["student", *_column_names(book.columns), "total", "max_score", "errors",
+                         "grader_error"])
         for grades in book.students:
             best = grades.best()
             scores = [best.get(key, (0,))[0] for key in book.columns]
             writer.writerow([grades.student, *[f"{s:g}" for s in scores], f"{sum(scores):g}",
-                             f"{total_max:g}", " | ".join(grades.errors)])
+                             f"{total_max:g}", " | ".join(grades.errors), grader_errors(grades)])
+
+
+def grader_errors(grades: StudentGrades) -> str:
+    """The grader's own failures for this student (not the student's mistakes): to re-check."""
+    found = [e for e in grades.errors if "grader error" in e]
+    for report in grades.reports:
+        found += [f"{r.exercise}: {r.feedback.splitlines()[0]}" for r in report.results
+                  if r.feedback.startswith("grader error")]
+    return " | ".join(found)
 
 
 def gradescope_results(grades: StudentGrades, book: Gradebook, prefix: str = "") -> dict:
@@ -228,7 +273,8 @@ def gradescope_results(grades: StudentGrades, book: Gradebook, prefix: str = "")
     if grades.errors:
         output += "\n" + "\n".join(grades.errors)
     return {"score": total, "output": output, "visibility": "visible",
-            "stdout_visibility": "hidden", "execution_time": round(grades.seconds, 2), "tests": tests}
+            "stdout_visibility": "hidden", "execution_time": round(grades.seconds, 2),
+            "grader_error": grader_errors(grades), "tests": tests}
 
 
 def write_gradescope(book: Gradebook, path) -> list[Path]:
@@ -256,20 +302,40 @@ def write_gradescope(book: Gradebook, path) -> list[Path]:
 
 
 def gradebook_command(args) -> int:
+    from tqdm import tqdm
+
+    from mechinterp_edu.grader.jail import isolation
+
     root = Path(args.submissions)
-    students = find_students(root)
+    try:
+        students = find_students(root)
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not students:
         print(f"error: no student folders (or lesson files) in {root}", file=sys.stderr)
         return 2
+    isolated, why = isolation()
+    if not isolated and not getattr(args, "no_isolation", False):
+        print(f"error: cannot isolate the students' code here ({why}). Install bubblewrap "
+              "(apt-get install bubblewrap), or pass --no-isolation to grade without it "
+              "(only for code you trust)", file=sys.stderr)
+        return 2
     print(f"Grading {len(students)} student(s) from {root} ...", flush=True)
+    bar = tqdm(total=len(students), unit="student", file=sys.stderr, disable=None)
 
     def report(grades: StudentGrades) -> None:
         score = sum(r.score for r in grades.reports)
         max_score = sum(r.max_score for r in grades.reports)
         extra = f"  [{'; '.join(grades.errors)}]" if grades.errors else ""
-        print(f"  {grades.student}: {score:g}/{max_score:g} ({grades.seconds:.1f} s){extra}", flush=True)
+        bar.write(f"  {grades.student}: {score:g}/{max_score:g} ({grades.seconds:.1f} s){extra}")
+        bar.update(1)
 
-    book = run_gradebook(root, workers=getattr(args, "workers", None), on_student=report)
+    try:
+        book = run_gradebook(root, workers=getattr(args, "workers", None), on_student=report,
+                             budget_s=getattr(args, "student_budget", 600.0))
+    finally:
+        bar.close()
     write_csv(book, args.csv)
     print(f"Wrote {args.csv} ({len(book.students)} students, {len(book.columns)} exercises) "
           f"in {book.seconds:.1f} s.")

@@ -99,6 +99,10 @@ def notebook_submission(text: str, display: str) -> Submission:
     sub = Submission(display, "ipynb", continue_on_error=True)
     try:
         json.loads(text)
+    except RecursionError:
+        sub.problem = (f"{display} is not a valid notebook: its JSON is nested far too deeply. "
+                       "Re-save it from Jupyter, or restore a previous version")
+        return sub
     except ValueError as exc:
         line = getattr(exc, "lineno", None)
         col = getattr(exc, "colno", None)
@@ -109,6 +113,9 @@ def notebook_submission(text: str, display: str) -> Submission:
         return sub
     try:
         notebook = nbformat.reads(text, as_version=4)
+    except RecursionError:
+        sub.problem = f"{display} is nested far too deeply to be a Jupyter notebook. Re-save it from Jupyter"
+        return sub
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds; all mean "not a notebook"
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         sub.problem = (f"{display} is valid JSON but not a Jupyter notebook ({first[:200]}). "

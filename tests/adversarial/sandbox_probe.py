@@ -1,19 +1,24 @@
-"""Not hostile: passes only if the process running it is really locked down (a seccomp filter,
-no-new-privileges, a memory limit, and no way to open the course's folder)."""
+"""Not hostile: passes only if the process running it is really locked down (its own process
+namespace, no network, limits on memory, processes and open files, and no course folder)."""
 import math
 import os
 import resource
+import socket
 import sys
 
 import torch
 
 
 def _locked_down() -> bool:
-    status = open("/proc/self/status").read()
-    seccomp = "Seccomp:\t2" in status
-    no_new_privs = "NoNewPrivs:\t1" in status
-    soft, _ = resource.getrlimit(resource.RLIMIT_DATA)
-    return seccomp and no_new_privs and soft != resource.RLIM_INFINITY
+    limited = all(resource.getrlimit(r)[0] != resource.RLIM_INFINITY
+                  for r in (resource.RLIMIT_AS, resource.RLIMIT_NPROC, resource.RLIMIT_FSIZE))
+    own_pids = len([p for p in os.listdir("/proc") if p.isdigit()]) < 10
+    try:
+        socket.create_connection(("10.255.255.1", 80), timeout=0.5).close()
+        offline = False
+    except OSError:
+        offline = True
+    return limited and own_pids and offline
 
 
 def _course_unreadable() -> bool:
@@ -21,7 +26,7 @@ def _course_unreadable() -> bool:
                 for p in sys.path if p.endswith("site-packages"))
     try:
         os.listdir(os.path.join(root, "tests"))
-    except PermissionError:
+    except (FileNotFoundError, PermissionError):
         return True
     return False
 

@@ -145,7 +145,20 @@ OV_MISTAKES: dict[str, tuple[str, Callable]] = {
         _ov_no_unembedding),
 }
 
+def _one_ov(fn: Callable) -> Callable:
+    """``fn`` with head 0's W_V, W_O used for every head."""
+    def wrong(W_E, W_V, W_O, W_U):
+        return fn(W_E, W_V[:1].expand_as(W_V).contiguous(), W_O[:1].expand_as(W_O).contiguous(), W_U)
+    return wrong
+
+
+ONE_OV = ("one OV circuit for every head",
+          "Every head got the same OV circuit (head 0's). Each head has its own W_V^h and W_O^h: use "
+          "W_V[h] and W_O[h] for head h (or broadcast over the head axis).")
+OV_MISTAKES[ONE_OV[0]] = (ONE_OV[1], _one_ov(ref.full_ov_circuit))
+
 COPY_MISTAKES: dict[str, tuple[str, Callable]] = {
+    ONE_OV[0]: (ONE_OV[1], _one_ov(ref.copying_score)),
     "absolute values in the numerator": (
         "Sum of |lambda| over sum of |lambda| is always 1. The numerator is the (real part of the) sum "
         "of the eigenvalues themselves.", _copy_abs_numerator),

@@ -195,6 +195,11 @@ STEP_MISTAKES: dict[str, tuple[str, Callable]] = {
     "off-by-one at the end": (
         "The last triple is missing. The largest j is the one whose C index j + 2 + step equals "
         "len(tokens) - 1.", _step_one_early),
+    "C taken as t[i]": (
+        "Your C is B's own token. The model at B's position reads B and predicts the NEXT token: "
+        "C = tokens[j + 2 + step].",
+        lambda tokens, step: [(t[j], t[j + 1 + step], t[j + 1 + step])
+                              for t in [list(tokens)] for j in range(len(t) - 2 - step)]),
     "step read as the distance from A to B": (
         "Here B sits `step` positions after A. In the notes, step counts the tokens SKIPPED between A "
         "and B, so B is at j + 1 + step (step 0 = ordinary trigrams).", _step_as_distance),

@@ -171,6 +171,20 @@ NOTES_OUTER = ("the notes' outer product",
                "both factors, so the row indices of A and W are not interleaved. Use torch.kron(A, W), "
                "whose entry ((i, a), (j, b)) is A[i, j] * W[a, b].")
 
+def _one_ov(fn: Callable, at: int) -> Callable:
+    """``fn`` with head 0's W_V, W_O used for every head (the notes add a single OV)."""
+    def wrong(*args):
+        args = list(args)
+        for i in (at, at + 1):
+            args[i] = args[i][:1].expand_as(args[i]).contiguous()
+        return fn(*args)
+    return wrong
+
+
+ONE_OV = ("one OV circuit for every head",
+          "Every head got the same OV circuit (head 0's), as in the notes' single OV. Each head has its "
+          "own W_OV^h = W_V^h W_O^h: loop over heads and use W_V[h], W_O[h].")
+
 LOGIT_MISTAKES: dict[str, tuple[str, Callable]] = {
     "missing direct path": (
         "The direct path Id ⊗ W_U W_E is missing: the residual stream itself (embedding + positions) "
@@ -189,6 +203,7 @@ LOGIT_MISTAKES: dict[str, tuple[str, Callable]] = {
         "The TransformerLens products W_E W_U and W_E W_OV^h W_U were used where the paper's column-"
         "vector matrices W_U W_E and W_U W_OV^h W_E go; those are their transposes.",
         _token_terms(ref.kron_apply, transpose=False)),
+    ONE_OV[0]: (ONE_OV[1], _one_ov(ref.tensor_product_logits, 5)),
     **{name: (msg + " (This changes the attention patterns inside the logits.)", _logits_from_patterns(fn))
        for name, (msg, fn) in PATTERN_MISTAKES.items() if name != "missing positional embeddings"},
 }
@@ -215,6 +230,11 @@ KRON_MISTAKES: dict[str, tuple[str, Callable]] = {
     "column-major vec with A ⊗ W": (
         "X was flattened column-major (X.T.reshape(-1)). kron(A, W) belongs with row-major flattening; "
         "column-major flattening needs kron(W, A).", _kron_column_major),
+    "kron(A, W.T)": (
+        "W is already given in the paper's convention, [d_out, d_in] (a map from a column of size d_in "
+        "to one of size d_out): use it as it is, kron(A, W). (This torch's kron also refuses a "
+        "transposed view such as W.T; .contiguous() silences that error but not the shape mismatch.)",
+        lambda A, W, X: (torch.kron(A, W.T) @ X.reshape(-1)).reshape(A.shape[0], W.shape[0])),
     "A X W instead of A X W^T": (
         "This is A @ X @ W: W acts on each row of X as a column-vector map, so the two-sided product is "
         "A @ X @ W.T.", _no_transpose),
@@ -243,8 +263,33 @@ def _kron(A, W):
     return torch.kron(A.contiguous(), W.contiguous())
 
 
+def _notes_T_half_transposed(direct_flipped: bool) -> Callable:
+    def fn(patterns, W_E, W_V, W_O, W_U):
+        good, bad = ref.tensor_product_matrix(patterns, W_E, W_V, W_O, W_U), \
+            _notes_T_variant(_kron, transpose=False)(patterns, W_E, W_V, W_O, W_U)
+        n = patterns.shape[-1]
+        eye = torch.eye(n, dtype=patterns.dtype, device=patterns.device)
+        direct_good, direct_bad = _kron(eye, (W_E @ W_U).T), _kron(eye, W_E @ W_U)
+        if direct_flipped:       # only the direct path lost its transpose
+            return good - direct_good + direct_bad
+        return bad - direct_bad + direct_good
+    return fn
+
+
 NOTES_T_MISTAKES: dict[str, tuple[str, Callable]] = {
     NOTES_OUTER[0]: (NOTES_OUTER[1], _notes_T_variant(_outer_as_kron)),
+    "the notes' np.outer, as written": (
+        "This is np.outer(A^h, W) exactly as the notes write it: np.outer flattens both factors and "
+        "returns an [n_ctx², d_vocab²] table of all products, not a matrix acting on the flattened X. "
+        "The tensor product interleaves the indices: torch.kron(A^h, W), [n_ctx·d_vocab, n_ctx·d_vocab].",
+        _notes_T_variant(lambda A, W: torch.outer(A.reshape(-1), W.reshape(-1)))),
+    "direct path not transposed": (
+        "One transpose is missing: the direct path uses W_E W_U where the paper's W_U W_E = "
+        "(W_E W_U)^T goes (the head terms are right).", _notes_T_half_transposed(True)),
+    "head terms not transposed": (
+        "One transpose is missing: the head terms use W_E W_OV^h W_U where the paper's W_U W_OV^h W_E "
+        "= (W_E W_OV^h W_U)^T goes (the direct path is right).", _notes_T_half_transposed(False)),
+    ONE_OV[0]: (ONE_OV[1], _one_ov(ref.tensor_product_matrix, 2)),
     "paper matrices not transposed": (
         "kron(A, W_E W_OV W_U) uses the TransformerLens product where the paper's W_U W_OV W_E goes; "
         "that is its transpose.", _notes_T_variant(_kron, transpose=False)),
