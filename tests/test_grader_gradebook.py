@@ -177,3 +177,85 @@ def test_gradebook_command_on_the_real_lessons(tmp_path, capsys):
     assert float(rows["bob"]["total"]) == 0
     assert "no lesson files" in rows["carl"]["errors"]
     assert "Wrote" in capsys.readouterr().out
+
+
+def test_symlinks_and_escapes_are_refused_with_a_clear_row(tmp_path):
+    root = tmp_path / "class"
+    private = tmp_path / "private"
+    private.mkdir()
+    (private / "01_lesson.py").write_text("SECRET first line\n")
+    honest = (ADVERSARIAL / "honest_correct.py").read_text()
+    (root / "ok").mkdir(parents=True)
+    (root / "ok" / "01_lesson.py").write_text(honest)
+    (root / "linked_folder").symlink_to(private, target_is_directory=True)   # the whole folder
+    (root / "linked_sub").mkdir()
+    (root / "linked_sub" / "work").symlink_to(private, target_is_directory=True)
+    (root / "linked_file").mkdir()
+    (root / "linked_file" / "01_lesson.py").symlink_to(private / "01_lesson.py")
+    book = run_gradebook(root, workers=0, exercises={1: spec.CORE}, limits=Limits(threads=1))
+    rows = {g.student: g for g in book.students}
+    assert set(rows) == {"ok", "linked_folder", "linked_sub", "linked_file"}
+    assert sum(r.score for r in rows["ok"].reports) == FULL
+    for name in ("linked_folder", "linked_sub", "linked_file"):
+        grades = rows[name]
+        assert not grades.reports, name
+        assert any("symbolic link" in e for e in grades.errors), (name, grades.errors)
+        assert not any("SECRET" in e for e in grades.errors)
+    out = tmp_path / "grades.csv"
+    write_csv(book, out)
+    text = out.read_text()
+    assert "SECRET" not in text and "symbolic link" in text
+
+
+def test_a_broken_student_gets_a_row_and_the_files_are_still_written(tmp_path, monkeypatch):
+    from mechinterp_edu.grader import gradebook
+
+    root = tmp_path / "class"
+    for name in ("ada", "bob", "cy"):
+        (root / name).mkdir(parents=True)
+        (root / name / "01_lesson.py").write_text((ADVERSARIAL / "honest_correct.py").read_text())
+    real = gradebook.grade_student
+
+    def flaky(student, *args, **kwargs):
+        if student == "bob":
+            raise RuntimeError("the grader itself broke")
+        return real(student, *args, **kwargs)
+
+    monkeypatch.setattr(gradebook, "grade_student", flaky)
+    book = run_gradebook(root, workers=0, exercises={1: spec.CORE}, limits=Limits(threads=1))
+    write_csv(book, tmp_path / "g.csv")
+    write_gradescope(book, tmp_path / "gs.json")
+    rows = {r["student"]: r for r in csv.DictReader(open(tmp_path / "g.csv", newline=""))}
+    assert float(rows["ada"]["total"]) == float(rows["cy"]["total"]) == FULL
+    assert float(rows["bob"]["total"]) == 0 and "the grader itself broke" in rows["bob"]["grader_error"]
+    data = json.loads((tmp_path / "gs.json").read_text())
+    assert data["score"] == 2 * FULL
+
+
+def test_each_student_has_a_time_budget(tmp_path):
+    from mechinterp_edu.grader.gradebook import grade_student
+
+    folder = tmp_path / "slow"
+    folder.mkdir()
+    for i in range(3):
+        (folder / f"01_part{i}.py").write_text((ADVERSARIAL / "sleep_past_timeout.py").read_text())
+    import time
+
+    start = time.monotonic()
+    grades = grade_student("slow", str(folder), {1: [spec.DOUBLE]}, Limits(threads=1), budget_s=4)
+    assert time.monotonic() - start < 20
+    texts = [r.feedback for rep in grades.reports for r in rep.results] + grades.errors
+    assert any("time budget of 4 s" in t for t in texts), texts
+
+
+def test_gradebook_refuses_without_isolation_unless_told(tmp_path, monkeypatch, capsys):
+    from mechinterp_edu.cli import main
+    from mechinterp_edu.grader import jail
+
+    root = tmp_path / "class" / "ada"
+    root.mkdir(parents=True)
+    (root / "01_lesson.py").write_text("x = 1\n")
+    monkeypatch.setattr(jail, "isolation", lambda: (False, "user namespaces are refused"))
+    code = main(["gradebook", str(tmp_path / "class"), "--csv", str(tmp_path / "g.csv")])
+    assert code == 2 and not (tmp_path / "g.csv").exists()
+    assert "--no-isolation" in capsys.readouterr().err

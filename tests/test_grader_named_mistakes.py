@@ -129,3 +129,20 @@ def test_a_file_graded_as_another_lesson_is_warned_about(tmp_path, capsys):
     from mechinterp_edu.grader.cli import render_report
 
     assert "graded as lesson 01" in render_report(report)
+
+
+def test_an_exercise_may_declare_its_dtype():
+    import dataclasses
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent / "adversarial"))
+    import grader_toy_spec as spec
+
+    source = "def double(x):\n    return x.double() * 2\n"
+    strict = grade_source(source, exercises=[spec.DOUBLE], sandbox=False).results[0]
+    assert not strict.passed and "dtype: expected float32" in strict.feedback
+    relaxed = dataclasses.replace(spec.DOUBLE, dtype="any")
+    assert grade_source(source, exercises=[relaxed], sandbox=False).results[0].passed
+    pinned = dataclasses.replace(spec.DOUBLE, dtype="float64")
+    assert grade_source(source, exercises=[pinned], sandbox=False).results[0].passed

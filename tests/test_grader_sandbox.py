@@ -26,7 +26,7 @@ sys.path.insert(0, str(ADVERSARIAL))
 import grader_toy_spec as spec  # noqa: E402
 
 from mechinterp_edu.grader.grade import grade_file, grade_source  # noqa: E402
-from mechinterp_edu.grader import jail, sandbox  # noqa: E402
+from mechinterp_edu.grader import jail, sandbox, server  # noqa: E402
 from mechinterp_edu.grader.sandbox import Limits  # noqa: E402
 
 LIMITS = Limits(memory_mb=600, load_timeout_s=20)
@@ -155,7 +155,14 @@ def test_corpus_is_complete_and_large_enough():
     files = corpus_files()
     assert sorted(VERDICTS) == files, "every corpus file needs an expected verdict (and vice versa)"
     hostile = [f for f, v in VERDICTS.items() if v != ALL_OK]
-    assert len(hostile) >= 25
+    assert len(files) >= 45 and len(hostile) >= 40
+    for name, verdict in VERDICTS.items():       # each still grades the rest of its file
+        if name.endswith(".py") and verdict != ALL_OK and name not in ALL_FAIL_BY_DESIGN:
+            assert OK in verdict.values(), name
+
+
+ALL_FAIL_BY_DESIGN = {"sys_exit_import.py", "raise_in_import.py", "syntax_error.py",
+                      "patch_grader.py", "patch_numpy_savez.py", "truncate_cases.py"}
 
 
 ISOLATED, WHY_NOT = jail.isolation()
@@ -167,8 +174,12 @@ def _peak_kb() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 
 
+SLOW_VERDICTS = {"fork_bomb.py"}          # runs to its exercise's full timeout
+
+
 @needs_bwrap
-@pytest.mark.parametrize("name", sorted(VERDICTS))
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_VERDICTS else n
+                                  for n in sorted(VERDICTS)])
 def test_adversarial_verdict(name):
     report = grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS)
     assert _peak_kb() < PEAK_LIMIT_KB, f"{name}: the grader's peak memory reached {_peak_kb() // 1024} MB"
@@ -197,7 +208,7 @@ def without_bwrap(monkeypatch):
     monkeypatch.setenv("MECHINTERP_GRADER_NO_BWRAP", "1")
     sandbox.stop_server()
     jail.isolation.cache_clear()
-    monkeypatch.setattr(sandbox, "_NOTICE_SHOWN", [False])
+    monkeypatch.setattr(server, "_NOTICE_SHOWN", [False])
     yield
     sandbox.stop_server()
     monkeypatch.delenv("MECHINTERP_GRADER_NO_BWRAP")

@@ -18,7 +18,7 @@ How one file is graded:
    cached per exercise for the life of the process (the gradebook grades many students).
 3. The child gets only the inputs, runs the learner's functions and sends back plain
    arrays; a crash, ``os._exit`` or timeout costs only the exercise it happened in.
-4. :func:`mechinterp_edu.grader.compare.assess` decides pass/fail and explains failures.
+4. :func:`mechinterp_edu.grader.assess.assess` decides pass/fail and explains failures.
 
 ``sandbox=False`` runs trusted code (the solutions, in fast tests) in this process.
 A spec's ``Exercise.compare(got, expected, case)`` receives CPU torch tensors (float64
@@ -28,14 +28,13 @@ set / list of tuples of ints.
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from mechinterp_edu.grader.protocol import (ArrayOut, NumberOut, OtherOut, Raised, RowsOut,
-                                            Trusted, TupleOut, encode_args, exception_text,
-                                            normalize_output)
+from mechinterp_edu.grader.prepare import (_CACHE, _mistake_outputs, _prepare, _terms,  # noqa: F401
+                                           _to_torch)
+from mechinterp_edu.grader.protocol import ExerciseRun
 from mechinterp_edu.grader.sandbox import Limits, RunResult, SandboxRunner, run_in_process
 from mechinterp_edu.grader.sources import (Submission, lesson_from_name, load_submission,
                                            submission_from_text)
@@ -137,231 +136,6 @@ def lesson_exercises(lesson: int) -> list:
         raise
 
 
-# --------------------------------------------------------------------------- cases & references
-@dataclass
-class _Prepared:
-    exercise: Any
-    device: str
-    specs: list = field(default_factory=list)
-    arrays: dict = field(default_factory=dict)
-    data: list = field(default_factory=list)       # compare.CaseData per case
-    error: str = ""
-    from_disk: bool = False
-    _cases: Optional[list] = None                  # the spec's Case objects (lazy after a disk hit)
-    _mistakes: Optional[list] = None
-    _terms: dict = field(default_factory=dict)
-
-    def real_cases(self) -> Optional[list]:
-        """The Case objects, for terms, mistakes and a spec's compare. After a disk-cache hit
-        they are rebuilt from the cached inputs (same label, args and info), so the spec's
-        slow case building (e.g. loading a trained model) is not repeated."""
-        if self._cases is None:
-            import numpy as np
-            import torch
-
-            from mechinterp_edu.grader import _child
-            from mechinterp_edu.grader.spec import Case
-
-            try:
-                cases = []
-                for spec, data in zip(self.specs, self.data, strict=True):
-                    args = [_child.decode_arg(s, self.arrays, torch.device("cpu"), torch, np, [])
-                            for s in spec]
-                    cases.append(Case(data.label, tuple(args), dict(data.info)))
-            except Exception:  # noqa: BLE001
-                return None
-            self._cases = cases
-            for data, case in zip(self.data, cases):
-                data.case = case
-        return self._cases
-
-
-_CACHE: "OrderedDict[tuple, _Prepared]" = OrderedDict()
-_CACHE_SIZE = 64
-_EXPECTED = "__expected_"
-
-
-def _to_device(value, device):
-    import torch
-
-    if isinstance(value, torch.Tensor):
-        return value.detach().clone().to(device)
-    if isinstance(value, list):
-        return [_to_device(v, device) for v in value]
-    if isinstance(value, tuple):
-        return tuple(_to_device(v, device) for v in value)
-    if isinstance(value, dict):
-        return {k: _to_device(v, device) for k, v in value.items()}
-    return value
-
-
-def _float_dtypes(value, out: list) -> list:
-    import torch
-
-    if isinstance(value, torch.Tensor) and (value.is_floating_point() or value.is_complex()):
-        out.append(str(value.dtype).replace("torch.", ""))
-    elif isinstance(value, (list, tuple)):
-        for v in value:
-            _float_dtypes(v, out)
-    elif isinstance(value, dict):
-        for v in value.values():
-            _float_dtypes(v, out)
-    return out
-
-
-def _encode_trusted(value, kind: str, key: str = "r") -> tuple[dict, dict]:
-    """Encode a trusted (reference / mistake) output exactly as a learner's is encoded."""
-    import numpy as np
-    import torch
-
-    from mechinterp_edu.grader import _child
-
-    arrays: dict = {}
-    meta = _child.encode_output(value, kind, key, arrays, torch, np)
-    return meta, arrays
-
-
-def _normalize_trusted(value, kind: str):
-    meta, arrays = _encode_trusted(value, kind)
-    return normalize_output(meta, Trusted(arrays))
-
-
-def _output_dtypes(value) -> list:
-    if isinstance(value, ArrayOut):
-        return [value.dtype]
-    if isinstance(value, TupleOut):
-        return [d for item in value.items for d in _output_dtypes(item)]
-    return []
-
-
-def _from_disk(exercise, device: str, entry: dict) -> Optional[_Prepared]:
-    from mechinterp_edu.grader.compare import CaseData, tolerance_for
-
-    try:
-        arrays = entry["arrays"]
-        prepared = _Prepared(exercise, device, from_disk=True)
-        prepared.specs = entry["specs"]
-        prepared.arrays = {k: v for k, v in arrays.items() if not k.startswith(_EXPECTED)}
-        for label, info, meta, dtypes in zip(entry["labels"], entry["infos"], entry["expected"],
-                                             entry["dtypes"], strict=True):
-            expected = normalize_output(meta, Trusted(arrays))
-            tol = tolerance_for(exercise.rtol, exercise.atol_frac, dtypes)
-            prepared.data.append(CaseData(str(label), dict(info), expected, tol, None))
-        if len(prepared.specs) != len(prepared.data):
-            return None
-        return prepared
-    except Exception:  # noqa: BLE001 - a damaged entry is a cache miss
-        return None
-
-
-def _prepare(exercise, device: str) -> _Prepared:
-    key = (id(exercise), device)
-    cached = _CACHE.get(key)
-    if cached is not None and cached.exercise is exercise:
-        _CACHE.move_to_end(key)
-        return cached
-    from mechinterp_edu.grader import cache
-    from mechinterp_edu.grader.compare import CaseData, tolerance_for
-
-    disk = cache.entry_key(exercise, device)
-    prepared = None
-    if disk is not None:
-        entry = cache.load(*disk)
-        if entry is not None:
-            prepared = _from_disk(exercise, device, entry)
-    if prepared is None:
-        prepared = _Prepared(exercise, device)
-        try:
-            cases = list(exercise.cases())
-        except Exception as exc:  # noqa: BLE001 - a broken spec must not stop the other exercises
-            prepared.error = (f"grader error: the cases of `{exercise.name}` could not be built "
-                              f"({type(exc).__name__}: {exc})")
-            return prepared
-        metas, dtype_lists, expected_arrays = [], [], {}
-        try:
-            for j, case in enumerate(cases):
-                prepared.specs.append(encode_args(case.args, f"{exercise.name}_{j}", prepared.arrays))
-                meta, arrays = _encode_trusted(exercise.reference(*_to_device(case.args, device)),
-                                               exercise.output, f"{_EXPECTED}{j}")
-                expected = normalize_output(meta, Trusted(arrays))
-                if isinstance(expected, OtherOut):
-                    raise TypeError(f"the reference returned {expected.type} for a "
-                                    f"{exercise.output!r} exercise")
-                dtypes = _float_dtypes(case.args, []) + _output_dtypes(expected)
-                tol = tolerance_for(exercise.rtol, exercise.atol_frac, dtypes)
-                prepared.data.append(CaseData(case.label, dict(case.info), expected, tol, case))
-                metas.append(meta)
-                dtype_lists.append(dtypes)
-                expected_arrays.update(arrays)
-            prepared._cases = cases
-        except Exception as exc:  # noqa: BLE001
-            prepared.error = (f"grader error: the reference answer of `{exercise.name}` could not be "
-                              f"computed ({type(exc).__name__}: {exc})")
-            return prepared
-        if disk is not None:
-            cache.store(*disk, prepared.specs, [d.label for d in prepared.data],
-                        [d.info for d in prepared.data], metas, dtype_lists,
-                        {**prepared.arrays, **expected_arrays})
-    _CACHE[key] = prepared
-    while len(_CACHE) > _CACHE_SIZE:
-        _CACHE.popitem(last=False)
-    return prepared
-
-
-def _mistake_outputs(prepared: _Prepared) -> list:
-    if prepared._mistakes is None:
-        out = []
-        cases = prepared.real_cases() or []
-        for mistake in prepared.exercise.mistakes if cases else []:
-            outputs = []
-            for case in cases:
-                try:
-                    value = _normalize_trusted(mistake.fn(*_to_device(case.args, prepared.device)),
-                                               prepared.exercise.output)
-                    outputs.append(None if isinstance(value, OtherOut) else value)
-                except Exception as exc:  # noqa: BLE001 - matched against a learner's exception
-                    outputs.append(Raised(type(exc).__name__, exception_text(exc)))
-            out.append((mistake, outputs))
-        prepared._mistakes = out
-    return prepared._mistakes
-
-
-def _terms(prepared: _Prepared, index: int):
-    if prepared.exercise.terms is None:
-        return None
-    if index not in prepared._terms:
-        import numpy as np
-        import torch
-
-        try:
-            cases = prepared.real_cases()
-            raw = prepared.exercise.terms(cases[index])
-            terms = {}
-            for name, value in dict(raw).items():
-                if isinstance(value, torch.Tensor):
-                    value = value.detach().to("cpu")
-                    value = value.to(torch.complex128 if value.is_complex() else torch.float64).numpy()
-                terms[str(name)] = np.asarray(value, dtype=np.float64)
-        except Exception:  # noqa: BLE001
-            terms = None
-        prepared._terms[index] = terms
-    return prepared._terms[index]
-
-
-def _to_torch(value, kind: str = "tensor"):
-    import torch
-
-    if isinstance(value, ArrayOut):
-        return torch.from_numpy(value.values.copy()) if value.values is not None else None
-    if isinstance(value, NumberOut):
-        return value.value
-    if isinstance(value, TupleOut):
-        return tuple(_to_torch(v) for v in value.items)
-    if isinstance(value, RowsOut):
-        return set(value.rows) if kind == "set" else list(value.rows)
-    return None
-
-
 # --------------------------------------------------------------------------- grading
 ALLOWED_NOTE = "the grader runs your file on its own, without the course's code or other packages"
 
@@ -390,7 +164,7 @@ def _device_name() -> str:
 
 def _grade_submission(sub: Submission, lesson, exercises: ExerciseSelection, sandbox: bool,
                       limits: Optional[Limits], file_label: str) -> FileReport:
-    from mechinterp_edu.grader.compare import assess
+    from mechinterp_edu.grader.assess import assess
 
     start = time.perf_counter()
     limits = limits or Limits()
@@ -424,15 +198,18 @@ def _grade_submission(sub: Submission, lesson, exercises: ExerciseSelection, san
                 job.append({"name": p.exercise.name, "output": p.exercise.output, "cases": p.specs})
                 inputs.update(p.arrays)
             timeouts = [limits.exercise_timeout(prepared[i].exercise.timeout_s) for i in runnable]
+            run = RunResult([], [])
             if runnable:
                 expected = [[d.expected for d in prepared[i].data] for i in runnable]
-                if runner is not None:
-                    run: RunResult = runner.run(job, inputs, timeouts, device, expected)
-                else:
-                    run = run_in_process(sub.sources, sub.continue_on_error, job, inputs, device,
-                                         expected)
-            else:
-                run = RunResult([], [])
+                try:
+                    if runner is not None:
+                        run = runner.run(job, inputs, timeouts, device, expected)
+                    else:
+                        run = run_in_process(sub.sources, sub.continue_on_error, job, inputs, device,
+                                             expected)
+                except Exception as exc:  # noqa: BLE001 - the grader's failure, said per exercise
+                    message = f"grader error: running the file failed ({type(exc).__name__}: {exc})"
+                    run = RunResult([], [ExerciseRun("grader_error", message=message) for _ in runnable])
             fatal = ""
             if run.load_errors and not sub.continue_on_error:
                 fatal = _load_error_feedback(run.load_errors[0])

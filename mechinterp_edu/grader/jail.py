@@ -83,7 +83,8 @@ def bwrap_args(tmpfs_mb: int = 256) -> list[str]:
         args += ["--ro-bind", "/sys", "/sys"]
         if os.path.isdir("/proc/driver/nvidia"):
             args += ["--ro-bind", "/proc/driver/nvidia", "/proc/driver/nvidia"]
-    args += ["--ro-bind", str(CHILD_SCRIPT), JAIL_CHILD]
+    for script in (CHILD_SCRIPT, CHILD_SCRIPT.with_name("_learner_io.py")):
+        args += ["--ro-bind", str(script), f"/grader/{script.name}"]
     return args
 
 

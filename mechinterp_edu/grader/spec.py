@@ -8,6 +8,11 @@ parent with ``reference(*case.args)`` computed here. Diagnostics use ``terms``
 (named additive parts of the reference answer, e.g. the direct path) and the
 ``mistakes`` catalogue (wrong variants with a message).
 
+What an exercise returns (the protocol the parent enforces): ``output`` gives the kind;
+the reference's output on each case gives the shape, item count and dtype (``dtype``
+overrides the dtype). A case whose result does not fit fails with a message, and nothing
+larger than a small multiple of the reference's size is ever read back from the sandbox.
+
 Output kinds (``Exercise.output``):
     "tensor"  one array (any shape); float compared with data-scaled tolerance
     "tuple"   a tuple whose items are arrays or numbers, compared item by item
@@ -68,6 +73,11 @@ class Exercise:
     mistakes: list[Mistake] = field(default_factory=list)
     timeout_s: float = 20.0
     optional: bool = False        # outside the lesson's main path (shown as optional)
+    # The return protocol. By default each case must return what the reference returns on it:
+    # the same kind, shape (or item count) and dtype; the parent reads at most a few times the
+    # reference's size back from the sandbox. ``dtype`` overrides the required dtype of a tensor
+    # result (e.g. "float64"); "any" accepts any dtype of the reference's kind (float / int / bool).
+    dtype: Optional[str] = None
 
 
 def exercises_for(lesson: int | str) -> list[Exercise]:
