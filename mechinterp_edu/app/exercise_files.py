@@ -73,7 +73,10 @@ def notebook_to_source(text: str, name: str = "notebook") -> str:
         raise ExerciseFileError(sub.problem)
     if not sub.sources:
         raise ExerciseFileError(f"{name} has no code cells. Write your functions in code cells and upload again.")
-    return "\n\n\n".join(s["code"].rstrip("\n") for s in sub.sources) + "\n"
+    placeholder = "pass  # IPython-only line removed by the grader"     # top-level ones only
+    cells = ["\n".join(line for line in s["code"].splitlines() if line != placeholder).strip("\n")
+             for s in sub.sources]
+    return "\n\n\n".join(c for c in cells if c) + "\n"
 
 
 def save_atomically(path: Path, text: str) -> None:

@@ -98,7 +98,7 @@ def notebook_submission(text: str, display: str) -> Submission:
 
     sub = Submission(display, "ipynb", continue_on_error=True)
     try:
-        json.loads(text)
+        raw = json.loads(text)
     except RecursionError:
         sub.problem = (f"{display} is not a valid notebook: its JSON is nested far too deeply. "
                        "Re-save it from Jupyter, or restore a previous version")
@@ -117,11 +117,14 @@ def notebook_submission(text: str, display: str) -> Submission:
         sub.problem = f"{display} is nested far too deeply to be a Jupyter notebook. Re-save it from Jupyter"
         return sub
     except Exception as exc:  # noqa: BLE001 - nbformat raises many kinds; all mean "not a notebook"
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        sub.problem = (f"{display} is valid JSON but not a Jupyter notebook ({first[:200]}). "
-                       "Re-save it from Jupyter")
-        return sub
-    cells = getattr(notebook, "cells", None)
+        if isinstance(raw, dict) and isinstance(raw.get("cells"), list) and raw.get("nbformat") == 4:
+            notebook = raw           # a v4 notebook missing optional keys: its cells are enough
+        else:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            sub.problem = (f"{display} is valid JSON but not a Jupyter notebook ({first[:200]}). "
+                           "Re-save it from Jupyter")
+            return sub
+    cells = notebook.get("cells") if isinstance(notebook, dict) else None
     if not isinstance(cells, list):
         sub.problem = f"{display} has no list of cells: not a Jupyter notebook"
         return sub
