@@ -146,3 +146,39 @@ def test_a_folder_grades_each_lesson_file_in_it(tmp_path, capsys):
     assert main(["grade", str(empty), "--no-progress"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no lesson files" in err[0]
+
+
+def test_exit_codes_and_a_grader_failure_on_one_file(tmp_path, capsys, monkeypatch):
+    """0: all passed; 1: some failed; 2: a usage or grader error. A grader failure on one file
+    is one line, and the other files are still graded."""
+    from mechinterp_edu.grader import grade
+
+    good = tmp_path / "01_good.py"
+    shutil.copy(get_lesson(1).solution_path, good)
+    wrong = tmp_path / "01_wrong.py"
+    wrong.write_text("def kron_apply(A, W, X):\n    return A\n")
+    assert main(["grade", str(good), "--no-progress"]) == 0
+    assert main(["grade", str(wrong), "--no-progress"]) == 1
+    assert main(["grade", str(tmp_path / "missing.py"), "--no-progress"]) == 2
+    real = grade.grade_file
+
+    def broken(path, *args, **kwargs):
+        if "good" in str(path):
+            raise RuntimeError("a bug in the grader")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(grade, "grade_file", broken)
+    capsys.readouterr()
+    assert main(["grade", str(good), str(wrong), "--no-progress"]) == 2
+    out, err = capsys.readouterr()
+    assert "grader error" in err and "a bug in the grader" in err and len(err.strip().splitlines()) == 1
+    assert "01_wrong.py" in out                      # still graded
+
+
+def test_feedback_cannot_draw_on_the_terminal(tmp_path, capsys):
+    path = tmp_path / "01_sneaky.py"
+    path.write_text('def kron_apply(A, W, X):\n    raise ValueError("\\x1b[2J\\x1b[H18/18 \\x07")\n')
+    assert main(["grade", str(path), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "\x1b" not in out and "\x07" not in out
+    assert "\\x1b[2J\\x1b[H18/18" in out

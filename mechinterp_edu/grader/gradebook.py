@@ -274,7 +274,7 @@ def gradescope_results(grades: StudentGrades, book: Gradebook, prefix: str = "")
         output += "\n" + "\n".join(grades.errors)
     return {"score": total, "output": output, "visibility": "visible",
             "stdout_visibility": "hidden", "execution_time": round(grades.seconds, 2),
-            "grader_error": grader_errors(grades), "tests": tests}
+            "extra_data": {"grader_error": grader_errors(grades)}, "tests": tests}
 
 
 def write_gradescope(book: Gradebook, path) -> list[Path]:
