@@ -114,6 +114,7 @@ VERDICTS = {
     "int8_result.py": attn_fails("expected a floating-point tensor (float64), got int8"),
     # 4. malformed results
     "bad_zip.py": attn_fails("not a valid npz file"),
+    "zip_directory_bomb.py": attn_fails("a directory of 10000 members"),
     "deep_json.py": attn_fails("not valid JSON (RecursionError)"),
     "object_array.py": attn_fails("plain numbers only"),
     # 6. network

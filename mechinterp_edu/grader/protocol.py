@@ -134,10 +134,27 @@ def byte_bound(expected_cases: list) -> int:
 
 
 # --------------------------------------------------------------------------- reading a message
+def _check_directory(blob: bytes) -> None:
+    """Bound the zip's central directory before ``zipfile`` parses it (it builds one object
+    per entry): at most MAX_MEMBERS entries in a directory of bounded size, and no zip64 end
+    record (a message never needs one)."""
+    tail = blob[-(65535 + 22):]
+    at = tail.rfind(b"PK\x05\x06")
+    if at < 0 or len(tail) - at < 22:
+        raise ProtocolError("not a valid npz file (no end of central directory)")
+    entries = int.from_bytes(tail[at + 10:at + 12], "little")
+    size = int.from_bytes(tail[at + 12:at + 16], "little")
+    if entries > MAX_MEMBERS or size > MAX_MEMBERS * 1024:
+        raise ProtocolError(f"a directory of {entries} members in {size:,} bytes (at most {MAX_MEMBERS})")
+    if b"PK\x06\x07" in tail[max(0, at - 20):at] or (len(blob) > len(tail) and at < 20):
+        raise ProtocolError("a zip64 directory (not needed for a result)")
+
+
 class Message:
     """A child's ``.npz`` message: zip entries and array headers checked before data is read."""
 
     def __init__(self, blob: bytes):
+        _check_directory(blob)
         try:
             self.zip = zipfile.ZipFile(io.BytesIO(blob))
             infos = self.zip.infolist()

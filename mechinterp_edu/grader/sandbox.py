@@ -48,7 +48,8 @@ class Limits:
     timeout_scale: float = 1.0       # multiplies each Exercise.timeout_s
     max_timeout_s: Optional[float] = None   # cap on any exercise's timeout (tests)
     budget_s: Optional[float] = None # wall-clock budget for the whole file (the gradebook's)
-    threads: Optional[int] = None    # torch threads in the child (None: cores, at most 4)
+    threads: Optional[int] = None    # torch threads in the child (None: 1, fastest for the
+                                     # small cases here; more threads spin and slow down on busy CPUs)
     fsize_mb: int = 64               # largest file the child may write
     nofile: int = 256                # open files
     gpu_fraction: float = 0.5        # share of GPU memory the child may use
@@ -61,7 +62,7 @@ class Limits:
         return max(value, 0.05)
 
     def n_threads(self) -> int:
-        return self.threads or max(1, min(4, os.cpu_count() or 1))
+        return self.threads or 1
 
 
 @dataclass
