@@ -296,6 +296,8 @@ MISTAKE_EDITS = [
      "out.append((tokens[j], tokens[i], tokens[i + 1]))", "out.append((j, i, i + 1))"),
     ("skip_trigrams_at_step", "off-by-one at the end",
      "if i + 1 > len(tokens) - 1:", "if i + 1 > len(tokens) - 2:"),
+    ("skip_trigrams_at_step", "C taken as t[i]",
+     "out.append((tokens[j], tokens[i], tokens[i + 1]))", "out.append((tokens[j], tokens[i], tokens[i]))"),
     ("skip_trigrams_at_step", "step read as the distance from A to B",
      "i = j + 1 + step", "i = j + step"),
     ("skip_trigram_scores", "QK not scaled", "s = queries @ keys.T / math.sqrt(d_head)", "s = queries @ keys.T"),

@@ -78,6 +78,9 @@ class _Server:
             env.update(HOME=self.home, TMPDIR=self.home)
             args = tail + [str(jail.CHILD_SCRIPT)]
         args += ["--server", str(theirs.fileno()), *jail.site_dirs()]
+        self.cgroup = jail.task_cgroup()
+        if self.cgroup:                  # enter the cgroup before exec: every descendant is in it
+            args = ["/bin/sh", "-c", 'echo $$ > "$0/cgroup.procs" && exec "$@"', self.cgroup, *args]
         answer: "queue.Queue" = queue.Queue()
         _LAUNCHER.put((args, dict(pass_fds=(theirs.fileno(),), env=env, cwd=self.home,
                                   stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -86,6 +89,7 @@ class _Server:
         theirs.close()
         if isinstance(proc, BaseException):
             mine.close()
+            jail.remove_cgroup(self.cgroup)
             raise ServerError(f"could not start ({proc})")
         self.proc, self.sock = proc, mine
         self.lock = threading.RLock()
@@ -166,6 +170,7 @@ class _Server:
             except subprocess.TimeoutExpired:
                 pass
         shutil.rmtree(self.home, ignore_errors=True)
+        jail.remove_cgroup(self.cgroup)
 
 
 _SERVER: Optional[_Server] = None
