@@ -308,16 +308,23 @@ class SandboxRunner:
             hard = min(hard, budget)
         current: Optional[int] = None
         last_done: Optional[int] = None
+        load_deadline = min(hard, time.monotonic() + lim.load_timeout_s)
         try:
-            head = child.line(min(hard, time.monotonic() + lim.load_timeout_s))
-            payload = self._payload(child, head, "loaded", hard, 4 * 2**20)
-            if payload is None:
-                if head is None:
-                    child.kill()
-                    return "load", (f"your file was still running its top-level code after "
-                                    f"{lim.load_timeout_s:g} s (an infinite loop, or heavy work "
-                                    "outside the exercise functions?)")
-                return "load", "while loading your file, " + describe_exit(child.wait_exit(2), lim.memory_mb)
+            head = child.line(load_deadline)
+            payload = self._payload(child, head, "loaded", load_deadline, 4 * 2**20)
+        except _Violation as exc:
+            child.kill()
+            if str(exc) != "timeout":
+                return "load", f"while loading your file, the grading process broke the protocol ({exc})"
+            head, payload = None, None
+        if payload is None:
+            if head is None:
+                child.kill()
+                return "load", (f"your file was still running its top-level code after "
+                                f"{lim.load_timeout_s:g} s (an infinite loop, or heavy work "
+                                "outside the exercise functions?)")
+            return "load", "while loading your file, " + describe_exit(child.wait_exit(2), lim.memory_mb)
+        try:
             message = Message(payload)
             errors = load_errors(message.meta())
             if errors and not self.continue_on_error:
@@ -329,8 +336,9 @@ class SandboxRunner:
                 current = k
                 limit = min(lim.result_mb * 2**20, byte_bound([e for e in expected[k] if e is not None]
                                                               or [None]))
-                head = child.line(min(hard, time.monotonic() + timeouts[k]))
-                payload = self._payload(child, head, f"done {k}", hard, limit)
+                ex_deadline = min(hard, time.monotonic() + timeouts[k])
+                head = child.line(ex_deadline)
+                payload = self._payload(child, head, f"done {k}", ex_deadline, limit)
                 if payload is None:
                     raise _Violation("timeout" if head is None else "gone")
                 try:
@@ -376,7 +384,8 @@ class SandboxRunner:
     @staticmethod
     def _payload(child: _Attempt, head: Optional[str], verb: str, deadline: float,
                  limit: int) -> Optional[bytes]:
-        """The bytes after ``verb N``; None if the process is gone or the deadline passed."""
+        """The bytes after ``verb N``; None if there was no line (timeout: ``head`` is None) or the
+        process is gone; a deadline passed while reading the bytes raises ``_Violation("timeout")``."""
         if head is None or head == "":
             return None
         word, _, size = head.rpartition(" ")
@@ -385,9 +394,9 @@ class SandboxRunner:
         if int(size) > limit:
             raise _Violation(f"a result of {int(size):,} bytes, more than the {limit:,} allowed")
         data = child.take(int(size), deadline)
-        if data is None or len(data) != int(size):
-            return None
-        return data
+        if data is None:
+            raise _Violation("timeout")
+        return data if len(data) == int(size) else None
 
 
 # --------------------------------------------------------------------------- trusted, in-process
