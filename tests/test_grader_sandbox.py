@@ -81,6 +81,7 @@ VERDICTS = {
     "ctypes_libc.py": attn_fails(SCALED),
     "fork_bomb.py": attn_fails(("Resource temporarily unavailable", "timed out")),   # capped, or killed
     "kill_parent.py": attn_fails(("the grading process stopped", SCALED)),    # a race: either way boxed
+    "stop_server.py": attn_fails(SCALED),                   # the frozen server is replaced afterwards
     "write_outside.py": attn_fails(SCALED),                # wrote only into the jail tmpfs
     # exits, crashes, hangs, memory
     "sys_exit_import.py": all_fail("called sys.exit()"),
@@ -276,6 +277,17 @@ def double(x):
 '''
     report = grade_source(source, exercises=[spec.DOUBLE], limits=LIMITS)
     assert report.results[0].passed, report.results[0].feedback
+
+
+@needs_bwrap
+def test_a_frozen_server_does_not_cost_the_next_file():
+    import time
+
+    grade_file(ADVERSARIAL / "stop_server.py", exercises=spec.CORE, limits=LIMITS)
+    start = time.monotonic()
+    report = grade_file(ADVERSARIAL / "honest_correct.py", exercises=spec.CORE, limits=LIMITS)
+    assert report.score == report.max_score, [r.feedback for r in report.results]
+    assert time.monotonic() - start < 60
 
 
 def test_hostile_files_left_no_trace():

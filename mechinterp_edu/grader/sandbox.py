@@ -261,9 +261,7 @@ class SandboxRunner:
                         "file was used up"))
                 break
             try:
-                if not self.server.alive():          # a learner killed it: a fresh jail
-                    self.server = get_server()
-                attempt = _Attempt(self.server, job, blob, pending, self.limits.start_timeout_s)
+                attempt = self._attempt(job, blob, pending)
             except (OSError, ServerError) as exc:
                 stop_server()
                 for k in pending:
@@ -288,6 +286,21 @@ class SandboxRunner:
             errors = info
             pending = [k for k in pending if k not in results]
         return RunResult(errors, [results[k] for k in range(len(exercises))], failure)
+
+    def _attempt(self, job: bytes, blob: bytes, pending: list[int]) -> _Attempt:
+        """A fresh attempt; a server that is gone, stopped or wedged (a learner may have killed
+        or SIGSTOPped it) is replaced once, so it never costs the next file or student."""
+        for retry in (False, True):
+            try:
+                if retry or not self.server.alive():
+                    if retry:
+                        stop_server()
+                    self.server = get_server()
+                return _Attempt(self.server, job, blob, pending, self.limits.start_timeout_s)
+            except (OSError, ServerError):
+                if retry:
+                    raise
+        raise AssertionError("unreachable")
 
     def _drive(self, child: _Attempt, pending, exercises, timeouts, results, expected, budget):
         lim = self.limits

@@ -25,6 +25,7 @@ from typing import Optional
 from mechinterp_edu.grader import jail
 
 TMPFS_MB = 256                   # all the jail may write, together
+FORK_ANSWER_S = 15.0             # a server that does not answer a fork by then is replaced
 
 
 class ServerError(RuntimeError):
@@ -126,10 +127,10 @@ class _Server:
     def fork(self, request: dict, fds: list[int], timeout: float) -> int:
         import socket
 
-        deadline = time.monotonic() + timeout
         with self.lock:
             self.wait_ready(timeout)
             socket.send_fds(self.sock, [json.dumps(request).encode()], fds)
+            deadline = time.monotonic() + FORK_ANSWER_S     # a ready server answers in milliseconds
             while time.monotonic() < deadline:
                 message = self._pump(deadline)
                 if message and "pid" in message:
