@@ -106,8 +106,11 @@ def run_job(job_fd, inputs_fd, event_fd, attempt) -> None:
     import torch
 
     events = os.fdopen(event_fd, "wb", buffering=0)
+    main_pid = os.getpid()
 
     def emit(text, payload=b""):
+        if os.getpid() != main_pid:          # a copy made by the learner's os.fork(): silence it
+            os._exit(0)
         head = f"{text} {len(payload)}\n" if payload else f"{text}\n"
         try:
             events.write(head.encode() + payload)
