@@ -146,3 +146,12 @@ def test_an_exercise_may_declare_its_dtype():
     assert grade_source(source, exercises=[relaxed], sandbox=False).results[0].passed
     pinned = dataclasses.replace(spec.DOUBLE, dtype="float64")
     assert grade_source(source, exercises=[pinned], sandbox=False).results[0].passed
+
+
+def test_a_token_as_its_own_source_is_named_in_the_step_enumerator_too():
+    source = """
+def skip_trigrams_at_step(tokens, step):
+    t = list(tokens)
+    return [(t[j], t[j + step], t[j + step + 1]) for j in range(len(t) - 1 - step)]
+"""
+    assert "a token counted as its own source" in feedback(source, 3, "skip_trigrams_at_step")

@@ -201,8 +201,9 @@ STEP_MISTAKES: dict[str, tuple[str, Callable]] = {
         lambda tokens, step: [(t[j], t[j + 1 + step], t[j + 1 + step])
                               for t in [list(tokens)] for j in range(len(t) - 2 - step)]),
     "step read as the distance from A to B": (
-        "Here B sits `step` positions after A. In the notes, step counts the tokens SKIPPED between A "
-        "and B, so B is at j + 1 + step (step 0 = ordinary trigrams).", _step_as_distance),
+        "Here B sits `step` positions after A (with step 0, a token counted as its own source). In the "
+        "notes, step counts the tokens SKIPPED between A and B, so B is at j + 1 + step (step 0 = "
+        "ordinary trigrams).", _step_as_distance),
 }
 
 
