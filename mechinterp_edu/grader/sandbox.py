@@ -204,6 +204,7 @@ class SandboxRunner:
         self.limits = limits or Limits()
         self.started = time.monotonic()
         self.attempts = 0
+        self.retried: set[int] = set()
         self.server_error = ""
         try:
             self.server = get_server()
@@ -371,9 +372,14 @@ class SandboxRunner:
         except ProtocolError as exc:
             return "load", f"the grader could not read what your file did while loading ({exc})"
         except _Violation as exc:
+            server_died = child.eof and self._server_died()
             child.kill()
             code = child.wait_exit(2)
             left = [k for k in pending if k not in results]
+            at_risk = current if current is not None else (left[0] if left else None)
+            if server_died and at_risk is not None and at_risk not in self.retried:
+                self.retried.add(at_risk)       # it died with the server (which an earlier
+                return "loaded", errors         # exercise may have killed): once more, fresh
             if current is None and last_done is not None and str(exc) not in ("timeout", "gone"):
                 victim = last_done              # noise after its results: its code made it
             elif not left:
@@ -393,6 +399,13 @@ class SandboxRunner:
                     f"the grading process broke the protocol ({exc}): did your code write to the "
                     "grader's channel or print a huge result?"))
             return "loaded", errors
+
+    def _server_died(self) -> bool:
+        try:
+            self.server.proc.wait(timeout=1.0)
+            return True
+        except Exception:  # noqa: BLE001 - still running
+            return False
 
     @staticmethod
     def _payload(child: _Attempt, head: Optional[str], verb: str, deadline: float,
