@@ -139,6 +139,27 @@ def test_every_proof_is_sound_on_small_random_models(V, n, seed):
     _check_sound(w, f"random V={V} n={n}")
 
 
+def test_huge_positional_score_gaps_neither_crash_nor_break_soundness():
+    """Positions whose scores differ by more than ~745 make exp(-gap) underflow to 0 in float64;
+    the subcubic proofs' position ratio must stay finite (it is computed in log space)."""
+    w = ref.random_weights(6, 4, 6, 4, seed=8, scale=6.0)
+    c = _tables(w)
+    EQKP = c.EQKP
+    assert float((EQKP[:, :, None] - EQKP[:, None, :]).amin(0).max()) > 800     # the regime under test
+    tokens = torch.cartesian_prod(*[torch.arange(6)] * 4).reshape(-1, 4)
+    logits = ref.logits_from_tables(tokens, c)                    # torch's stable softmax
+    assert bool(torch.isfinite(logits).all())
+    correct = ref.strictly_correct(logits, tokens.max(-1).values)
+    results = P.all_proofs(w, brute=False)
+    for r in results:
+        mask = P.certified_mask(r, tokens)
+        assert int(mask.sum()) == r.n_certified and not (mask & ~correct).any(), r.name
+    assert results[0].n_certified > 0                             # the cubic proof still certifies inputs
+    # the brute force cannot shift these scores into exp()'s range: one clear sentence, not a wrong count
+    with pytest.raises(ValueError, match="cannot evaluate this model"):
+        P.brute_force_proof(w)
+
+
 def test_an_unsound_variant_is_caught(shipped, monkeypatch):
     """Pessimal ablation replaced by an optimistic one (other tokens at their *smallest* score):
     the per-input check must find a certified input that the model gets wrong."""

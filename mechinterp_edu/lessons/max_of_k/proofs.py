@@ -156,6 +156,10 @@ def _query_tables(c: Circuits, q: int, flops: Flops) -> list[Tensor]:
     scores = flops.ew(c.EQKE[q][None, :] + c.EQKP[q][:, None])          # [n, V]
     free = flops.ew(scores[: n - 1] - scores[n - 1, q])                   # shift by the query's own score
     e = flops.ew(torch.exp(free))
+    if not bool(torch.isfinite(e).all()):
+        raise ValueError(f"the scores of query token {q} exceed its own score by more than float64's exp() can "
+                         "hold, so the brute-force certificate cannot evaluate this model; use the cubic or "
+                         "subcubic proofs (all_proofs(w, brute=False))")
     base = flops.ew(c.EVOU + c.EU[q])                                     # [V, V]
     tables = [flops.ew(e[i][:, None] * flops.ew(base + c.PVOU[i])) for i in range(n - 1)]
     query_term = flops.ew(base[q] + c.PVOU[n - 1])

@@ -122,7 +122,11 @@ def proofs_command(args) -> int:
         return 2
     device = get_device()
     w = {k: v.to(device) for k, v in w.items()}
-    results = all_proofs(w)
+    try:
+        results = all_proofs(w)
+    except ValueError as exc:                  # e.g. scores too wide for the brute force's exp()
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     accuracy = results[0].bound
     if args.json:
         print(json.dumps({"model": label, "accuracy": accuracy,

@@ -113,10 +113,13 @@ def _grouped_by_max_and_c(c, gap: Tensor, flops: Flops) -> tuple[int, dict]:
     for size in range(1, n):
         for G in itertools.combinations(positions, size):
             B = [j for j in positions if j not in G]
-            e = torch.exp(-delta[list(G)][:, B])                        # [|G|, |B|]
-            ratio_pos = min(float(e.sum(1).min()), float(e.amax(0).sum()) / len(G))
-            flops.count += 3 * e.numel() + len(G)
-            w_lo = flops.ew(torch.sigmoid(flops.ew(gap - math.log(ratio_pos))), 2)   # [m, c]
+            # log of min(min_i sum_j e^-delta[i,j], sum_j max_i e^-delta[i,j] / |G|), in log space:
+            # exp(-delta) under- or overflows when positions differ by hundreds in score
+            neg = -delta[list(G)][:, B]                                 # [|G|, |B|]
+            log_ratio = min(float(torch.logsumexp(neg, 1).min()),
+                            float(torch.logsumexp(neg.amax(0), 0)) - math.log(len(G)))
+            flops.count += 3 * neg.numel() + len(G)
+            w_lo = flops.ew(torch.sigmoid(flops.ew(gap - log_ratio)), 2)   # [m, c]
             g = Vg[:, list(G)].amin(-1)[:, None]                          # [m, 1]
             b = Vb[:, :, B].amin(-1).T                                    # [m, c]
             flops.count += Vg[:, list(G)].numel() + Vb[:, :, B].numel()
