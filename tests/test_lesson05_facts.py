@@ -223,7 +223,7 @@ def test_parallel_share_mean_is_one_over_d_squared_with_a_wide_spread(d, cos):
     draws = 200_000
     s = nulls.bilinear_share_draws(xq, xk, draws, seed=d)
     assert abs(float(s.mean()) - 1 / d ** 2) < 4 * float(s.std()) / math.sqrt(draws)
-    # the spread: tens of times the mean; sqrt(d)/|cos| in the large-d limit
+    # the spread: sd about sqrt(d)/|cos| times the mean (at least sqrt(d) for B = I)
     ratio = float(s.std()) * d * d
     assert ratio > 0.6 * math.sqrt(d) / cos and ratio < 1.6 * math.sqrt(d) / cos
 
@@ -303,7 +303,24 @@ def test_spread_facts_against_an_independent_sampler(fx, bridge, data):
         share = (u @ xq[i]) * (m @ xk[i]) * np.einsum("nd,de,ne->n", u, B, m) / (xq[i] @ B @ xk[i])
         ratios.append(share.std() * d * d)
     assert fx["spread_median"] == pytest.approx(float(np.median(ratios)), rel=0.15)
+    assert fx["spread_min"] == pytest.approx(min(ratios), rel=0.2)
     assert fx["spread_max"] == pytest.approx(max(ratios), rel=0.2)
+
+
+def test_the_texts_qualitative_claims_follow_from_the_facts(fx):
+    """The words around the numbers: each claim the causal and four-term paragraphs make."""
+    assert fx["ld_min"] > 0                                       # "prefers IO to S on every prompt"
+    assert fx["ld_mean"] + fx["patch_s2_03"] < 0                  # "past zero, the model now prefers S"
+    assert fx["patch_end_l0_max"] < 0.1 * abs(fx["patch_end_10"])  # "the layer-0 attention at END does not matter"
+    assert fx["ablate_l12"] < 0.1 * min(fx["ablate_l1"], fx["ablate_l2"])  # "back each other up"
+    assert abs(fx["zero_abl_01"]) > 5 * abs(fx["mean_abl_01"])
+    assert fx["frac_l1_min"] > fx["null_cos2_hi"] and fx["frac_over_null"] >= 1
+    # key at IO: q∥·k∥ alone exceeds the net, the other three take part of it back, and it is far outside the null
+    assert fx["term_io_pp"] > fx["net_io_head"] > 0 and fx["share_io_pp"] > 10 * fx["null_io_pp_hi"]
+    # key at S2: "far more than chance", "most of it runs elsewhere"
+    assert fx["share_s2_pp"] > 10 * fx["null_s2_pp_hi"] and fx["share_s2_pperp"] > fx["null_s2_pperp_hi"]
+    assert fx["share_s2_pp"] + fx["share_s2_pperp"] < 0.5
+    assert fx["spread_min"] <= fx["spread_median"] <= fx["spread_max"]
 
 
 def test_batched_derivation_still_proves_off_the_page():
