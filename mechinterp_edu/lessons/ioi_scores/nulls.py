@@ -14,7 +14,8 @@ Closed forms the tests check the sampler against:
   x_q B x_k^T, the (q∥u)·(k∥m) term is (x_q·u)(x_k·m) u B m^T, whose expectation is
   x_q B x_k^T / d^2 (because E[(x·u) u] = x/d): its expected share is 1/d^2. Its spread is far
   larger than that mean: one draw's share is a product of three O(1/sqrt d) factors, so its
-  standard deviation is of order d^(-3/2) / |cos(x_q B, x_k)|, tens of times the mean at d = 64.
+  standard deviation is of order d^(-3/2) / |cos(x_q B, x_k)|: for B = I about sqrt(d) / |cos(x_q, x_k)|
+  times the mean (at least sqrt(d) = 8 at d = 64; a band of +-2 sd spans tens of times the mean).
   A share of 1/d^2 is therefore no chance *level* to beat: chance alone produces shares far
   above and below it.
 """
