@@ -250,6 +250,42 @@ def test_four_term_null_mean_matches_the_expectation(fx, bridge, data):
         assert fx[f"null_{key}_pp_mean"] == pytest.approx(expected, abs=4 * se + 1e-6)
 
 
+def test_four_term_null_bands_with_the_solution_and_numpy_directions(fx, bridge, data, solution):
+    """The null bands the text states, resampled with numpy's generator and the worked solution's
+    four_terms (a second implementation); 200 draws each, so the quantiles agree to sampling error."""
+    from mechinterp_edu.lessons.ioi_scores import reference as ref
+
+    clean, _, _ = data
+    rng = np.random.default_rng(11)
+    draws = 200
+    for target, key, names in (("IO", "io", ("pp",)), ("S2", "s2", ("pp", "pperp"))):
+        inp = ref.gather_head_inputs(bridge, clean, *F.HEAD, target=target)
+        b, d = inp.u.shape
+
+        def unit():
+            x = rng.standard_normal((draws * b, d))
+            return torch.from_numpy(x / np.linalg.norm(x, axis=1, keepdims=True)).to(inp.u.dtype)
+
+        def rep(t):
+            return t.repeat(draws, *([1] * (t.ndim - 1)))
+
+        u, m, mb = unit(), unit(), unit()
+        args = (inp.W_Q, inp.b_Q, inp.W_K, inp.b_K)
+        xq, sq = rep(inp.q_components.sum(1)), rep(inp.scale_q)
+        t = solution.four_terms(xq, sq, u, rep(inp.k_components.sum(1)), rep(inp.scale_k), m, *args)
+        tb = solution.four_terms(xq, sq, u, rep(inp.base_components.sum(1)), rep(inp.scale_base), mb, *args)
+        diff = (t - tb).view(draws, b, 4)
+        shares = (diff.mean(1) / diff.sum(-1).mean(1)[:, None]).numpy()
+        for i, name in enumerate(("pp", "pperp", "perpp", "perpperp")):
+            if name not in names:
+                continue
+            lo, hi = np.quantile(shares[:, i], [0.025, 0.975])
+            tol = 0.3 * (hi - lo)
+            assert fx[f"null_{key}_{name}_hi"] == pytest.approx(hi, abs=tol), (key, name)
+            if f"null_{key}_{name}_lo" in fx:
+                assert fx[f"null_{key}_{name}_lo"] == pytest.approx(lo, abs=tol), (key, name)
+
+
 def test_share_and_score_facts_with_the_solution_on_the_bridge(fx, bridge, data, solution):
     from mechinterp_edu.lessons.ioi_scores import reference as ref
 
