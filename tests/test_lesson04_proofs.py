@@ -237,6 +237,15 @@ def test_cli_bad_file_gets_one_sentence_and_exit_code_2(tmp_path, content):
     assert message.startswith("error: ") and "\n" not in message and "Traceback" not in out.stderr
 
 
+def test_cli_scores_too_wide_for_the_brute_force_get_one_sentence(tmp_path):
+    path = tmp_path / "wide.pt"
+    torch.save(ref.random_weights(6, 4, 6, 4, seed=8, scale=6.0), path)
+    out = _cli("--weights", str(path), "--json")
+    assert out.returncode == 2 and out.stdout == ""
+    message = out.stderr.strip()
+    assert message.startswith("error: ") and "\n" not in message and "cannot evaluate this model" in message
+
+
 def test_cli_rejects_a_model_that_is_not_max_of_k():
     out = _cli("--model", "skip_trigrams", "--json")
     assert out.returncode == 2 and out.stdout == ""
