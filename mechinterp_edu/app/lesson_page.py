@@ -1,9 +1,11 @@
 """A lesson page, drawn generically from ``lessons/NN_slug.md``.
 
-Two layouts: the full page (every step in order under a table of contents) and
-classroom mode (one step at a time). The front-matter controls are drawn in the
-sidebar; their values are the ``ctx`` of every live chart, so changing a control
-re-runs the live computation (cached per (chart, ctx)).
+Both layouts draw one step at a time (the browser only draws what is in view): the reader
+layout (Back / step list / Next, the step's blocks) and classroom mode (projector sizes,
+the step cut into slides that fit 1280x720, the sidebar collapsed). The URL names the step
+(``?step=<key>``). The front-matter controls are drawn in the sidebar; their values are the
+``ctx`` of every live chart, so changing a control re-runs the live computation (cached per
+(chart, ctx)).
 """
 from __future__ import annotations
 
@@ -11,14 +13,14 @@ from typing import Any
 
 import streamlit as st
 
-from mechinterp_edu.app import cache, controls, state
-from mechinterp_edu.app.blocks import render_step
+from mechinterp_edu.app import cache, controls, state, steps, style
+from mechinterp_edu.app.blocks import PageContext, render_step
 from mechinterp_edu.app.classroom import render_classroom
 from mechinterp_edu.app.errors import explain, log_exception
 from mechinterp_edu.course import LessonInfo, get_lesson
 from mechinterp_edu.lesson_source import Lesson
 
-LAYOUTS = ("Full page", "Classroom")
+LAYOUTS = ("Reader", "Classroom")
 
 
 def layout_key(lesson: int) -> str:
@@ -34,15 +36,17 @@ def lesson_page(number: int, *, classroom: bool | None = None) -> None:
         return
     if classroom is None:
         classroom = _layout_choice(number) == "Classroom"
-    st.set_page_config(layout="wide" if classroom else "centered")
+    st.set_page_config(layout="wide" if classroom else "centered",
+                       initial_sidebar_state="collapsed" if classroom else "auto")
+    style.apply(classroom=classroom)
 
     raw_ctx, spec_problems = controls.render_controls(number, lesson.controls)
     ctx = {**lesson.default_context(), **raw_ctx}
     ctx, problems = controls.validate(lesson.controls, ctx)
     _sidebar_tools()
 
-    if classroom:   # the presenter's screen belongs to the step: a small lesson title
-        st.subheader(f"Lesson {number}: {lesson.title}", anchor=False)
+    if classroom:   # the presenter's screen belongs to the step: the lesson is named in the sidebar
+        st.sidebar.subheader(f"Lesson {number}: {lesson.title}", anchor=False)
     else:
         st.title(f"Lesson {number}: {lesson.title}")
     minutes = lesson.meta.get("minutes")
@@ -54,10 +58,12 @@ def lesson_page(number: int, *, classroom: bool | None = None) -> None:
         st.error(p, icon=":material/error:")
     _check_models(info)
 
+    page = PageContext(number, ctx, not problems, large=classroom, source=lesson,
+                       link=_step_link(lesson))
     if classroom:
-        render_classroom(lesson, ctx=ctx, ctx_ok=not problems)
+        render_classroom(lesson, page)
     else:
-        render_full(lesson, ctx=ctx, ctx_ok=not problems)
+        render_reader(lesson, page)
 
 
 def _load(info: LessonInfo) -> Lesson | None:
@@ -105,16 +111,33 @@ def _check_models(info: LessonInfo) -> None:
             st.error(explain(exc, f"This lesson's model `{name}`"), icon=":material/error:")
 
 
-def render_full(lesson: Lesson, *, ctx: dict[str, Any], ctx_ok: bool) -> None:
+def render_reader(lesson: Lesson, page: PageContext) -> None:
+    """One step: Back / step list / Next, the step's heading and blocks, Next under it."""
     if not lesson.steps:
         st.info("This lesson has no steps yet.")
         return
-    with st.container(border=True):
-        st.markdown("**Contents**\n\n" + "\n".join(
-            f"{i + 1}. [{s.title}](#step-{s.key})" for i, s in enumerate(lesson.steps)))
-    for i, step in enumerate(lesson.steps):
-        st.header(f"{i + 1}. {step.title}", anchor=f"step-{step.key}", divider="gray")
-        render_step(step, lesson=lesson.number, ctx=ctx, ctx_ok=ctx_ok, large=False)
+    titles = [s.title for s in lesson.steps]
+    i = steps.current_step(lesson.number, [s.key for s in lesson.steps])
+    steps.nav_row(lesson.number, i, titles)
+    step = lesson.steps[i]
+    st.header(f"{i + 1}. {step.title}", anchor=f"step-{step.key}", divider="gray")
+    render_step(step, page)
+    steps.bottom_row(lesson.number, i, titles)
+
+
+def _step_link(lesson: Lesson):
+    """derivation name -> ("Step k: title", go there), for the first step that shows it."""
+    first: dict[str, int] = {}
+    for k, s in enumerate(lesson.steps):
+        for ref in s.refs("derivation"):
+            first.setdefault(ref.partition(":")[0].strip(), k)
+
+    def link(name: str):
+        k = first.get(name)
+        if k is None:
+            return None
+        return f"Step {k + 1}: {lesson.steps[k].title}", lambda: steps.goto(lesson.number, k)
+    return link
 
 
 def classroom_page() -> None:
@@ -126,10 +149,12 @@ def classroom_page() -> None:
     if wanted is not None:
         if str(wanted).isdigit() and int(wanted) in numbers:   # /classroom?lesson=3 opens lesson 3 once
             st.session_state["classroom::lesson"] = st.session_state["classroom::lesson::value"] = int(wanted)
-        st.query_params.clear()
+        del st.query_params["lesson"]
     remembered = state.store("classroom::lesson::value", numbers[0])
     state.seed_widget("classroom::lesson", remembered, lambda v: v in numbers)
     number = st.sidebar.selectbox("Lesson", numbers, key="classroom::lesson",
                                   format_func=lambda n: f"{n}. {get_lesson(n).title}")
+    if st.session_state.get("classroom::lesson::value") not in (None, number) and "step" in st.query_params:
+        del st.query_params["step"]          # the old lesson's step names nothing here
     st.session_state["classroom::lesson::value"] = number
     lesson_page(number, classroom=True)

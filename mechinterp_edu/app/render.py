@@ -1,51 +1,68 @@
 """Draw a live output with Streamlit.
 
-A live output (see :mod:`mechinterp_edu.live.registry`) is an altair chart, a pandas
-DataFrame, a markdown string, a dict of metrics, a list of derivation ``StepResult``
-verdicts, or a list of any of these (drawn in order). ``large=True`` (classroom mode)
-stretches charts and tables to the page width and makes charts taller.
+A live output (see the lessons' ``charts.py``) is an altair chart, a pandas DataFrame, a
+markdown string, a dict of metrics, a list of derivation ``StepResult`` verdicts, or a list of
+any of these (drawn in order).
+
+Every chart goes through :func:`mechinterp_edu.charts.fit_layout`: it is drawn at the width
+of its container, whatever widths the lesson's code asked for (concatenations and facets
+become single views). ``large=True`` (classroom mode) adds projector-sized labels and caps
+the height so that a chart fits a 1280x720 screen.
 """
 from __future__ import annotations
 
 import numbers
 import re
-from typing import Any
+from collections import OrderedDict
+from typing import Any, Callable
 
 import altair as alt
 import pandas as pd
 import streamlit as st
 
+from mechinterp_edu.charts import Fitted, fit_layout
 from mechinterp_edu.derivations.framework import StepResult
 
-MAX_METRIC_COLUMNS = 6
-LARGE_CHART_HEIGHT_FACTOR = 1.5
+METRICS_PER_ROW = {False: 3, True: 4}
+MAX_TABLE_METRICS = 8
+ROW_MAX_WIDTH = {False: 380, True: 640}   # two asked-for widths up to this share a row of columns
+LARGE_MAX_HEIGHT = 420                    # plot height in classroom mode (a 1280x720 screen)
+LARGE_TABLE_HEIGHT = 380
+
+# (derivation name) -> (label, callback) that shows the step where it is derived; set by the page.
+StepLink = Callable[[str], "tuple[str, Callable[[], None]] | None"]
 
 
-def render_output(out: Any, *, large: bool = False) -> None:
+def render_output(out: Any, *, large: bool = False, link: StepLink | None = None) -> None:
     if out is None:
         st.caption("(this step has nothing to show)")
     elif isinstance(out, alt.TopLevelMixin):
         render_chart(out, large=large)
     elif isinstance(out, (pd.DataFrame, pd.Series)) or type(out).__name__ == "Styler":
-        st.dataframe(out, width="stretch" if large else "content")
+        render_table(out, large=large)
     elif isinstance(out, str):
         markdown(out)
     elif isinstance(out, StepResult):
-        render_verdicts([out])
+        render_verdicts([out], link=link)
     elif isinstance(out, dict):
-        render_metrics(out)
+        render_metrics(out, large=large)
     elif isinstance(out, (list, tuple)):
         if out and all(isinstance(x, StepResult) for x in out):
-            render_verdicts(list(out))
+            render_verdicts(list(out), link=link)
         else:
             for item in out:
-                render_output(item, large=large)
+                render_output(item, large=large, link=link)
     elif hasattr(out, "detach") or type(out).__module__ == "numpy":
         _render_array(out, large=large)
     elif isinstance(out, numbers.Number):
-        st.metric("value", format_value(out))
+        render_metrics({"value": out}, large=large)
     else:
         st.write(out)
+
+
+def render_table(frame: Any, *, large: bool = False) -> None:
+    kwargs = {"height": LARGE_TABLE_HEIGHT} if large and len(getattr(frame, "index", ())) > 9 else {}
+    st.dataframe(frame, width="stretch", **kwargs)
 
 
 _DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
@@ -70,12 +87,28 @@ def markdown(md: str) -> None:
     st.markdown(normalize_math(md))
 
 
-def render_chart(chart: alt.TopLevelMixin, *, large: bool = False) -> None:
-    if large and isinstance(chart, alt.Chart) and isinstance(chart.height, numbers.Number):
-        chart = chart.properties(height=int(chart.height * LARGE_CHART_HEIGHT_FACTOR))
-    st.altair_chart(chart, width="stretch" if large else "content")
+# --------------------------------------------------------------------------- charts
+def render_chart(chart: Any, *, large: bool = False) -> None:
+    """Draw ``chart`` so that it fits its container (see :func:`fit_layout`)."""
+    _draw(fit_layout(chart, large=large, max_height=LARGE_MAX_HEIGHT if large else None), large)
 
 
+def _draw(node: Fitted, large: bool) -> None:
+    if node.kind == "leaf":
+        st.vega_lite_chart(node.spec, width="stretch")
+        return
+    side_by_side = (node.kind == "row" and 1 < len(node.parts) <= (3 if large else 2)
+                    and all(p.kind == "leaf" and (p.width or 0) <= ROW_MAX_WIDTH[large] for p in node.parts))
+    if side_by_side:
+        for col, part in zip(st.columns(len(node.parts)), node.parts):
+            with col:
+                _draw(part, large)
+    else:
+        for part in node.parts:
+            _draw(part, large)
+
+
+# --------------------------------------------------------------------------- metrics
 def format_value(v: Any) -> str:
     if hasattr(v, "item") and getattr(v, "ndim", 0) == 0:
         v = v.item()
@@ -88,14 +121,23 @@ def format_value(v: Any) -> str:
     return str(v)
 
 
-def render_metrics(metrics: dict[str, Any]) -> None:
-    """A few scalars as st.metric columns; many (or nested) values as a table."""
+def render_metrics(metrics: dict[str, Any], *, large: bool = False) -> None:
+    """A few scalars as st.metric tiles (rows of at most 3, or 4 in classroom mode; values wrap,
+    never truncate: see :mod:`.style`); many (or nested) values as a table."""
     if not metrics:
         st.caption("(no metrics)")
         return
     simple = all(not isinstance(v, (dict, list, tuple)) or _is_metric_spec(v) for v in metrics.values())
-    if simple and len(metrics) <= MAX_METRIC_COLUMNS:
-        for col, (label, value) in zip(st.columns(len(metrics)), metrics.items()):
+    if not simple or len(metrics) > MAX_TABLE_METRICS:
+        rows = [{"metric": str(k), "value": format_value(v["value"] if _is_metric_spec(v) else v)}
+                for k, v in metrics.items()]
+        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+        return
+    items = list(metrics.items())
+    per_row = METRICS_PER_ROW[large]
+    for start in range(0, len(items), per_row):
+        chunk = items[start:start + per_row]
+        for col, (label, value) in zip(st.columns(per_row), chunk):
             with col:
                 if _is_metric_spec(value):
                     st.metric(str(label), format_value(value["value"]),
@@ -103,25 +145,61 @@ def render_metrics(metrics: dict[str, Any]) -> None:
                               help=value.get("help"))
                 else:
                     st.metric(str(label), format_value(value))
-        return
-    rows = [{"metric": str(k), "value": format_value(v["value"] if _is_metric_spec(v) else v)}
-            for k, v in metrics.items()]
-    st.dataframe(pd.DataFrame(rows), hide_index=True)
 
 
 def _is_metric_spec(v: Any) -> bool:
     return isinstance(v, dict) and "value" in v
 
 
-def render_verdicts(results: list[StepResult]) -> None:
-    """One row per derivation step: the statement (LaTeX), the verdict, and why."""
+# --------------------------------------------------------------------------- verdicts
+def verdict_label(title: str, results: list[StepResult]) -> str:
+    """One line: the derivation and sympy's verdict on it (no timings)."""
+    failed = [r for r in results if not r.passed]
+    n = len(results)
+    if not failed:
+        what = "proven" if n == 1 else f"all {n} steps proven"
+        return f":green[**{what}**] · {title}"
+    return f":red[**{len(failed)} of {n} failed**] · {title}"
+
+
+def render_verdict_group(title: str, results: list[StepResult], *, link: StepLink | None = None,
+                         name: str | None = None) -> None:
+    """A derivation as ONE line (title and verdict) with its steps in an expander; a failed
+    one opens by itself. ``link`` adds a button to the step that derives it (summaries)."""
+    ok = all(r.passed for r in results)
+    target = link(name) if (link is not None and name) else None
+    box = st.container(horizontal=True, vertical_alignment="center", gap="small") if target else st.container()
+    with box:
+        with st.expander(verdict_label(title, results), expanded=not ok,
+                         icon=":material/check_circle:" if ok else ":material/cancel:"):
+            for r in results:
+                st.latex(r.statement)
+                mark = ":green-badge[:material/check: proven]" if r.passed else ":red-badge[:material/close: failed]"
+                st.markdown(f"{mark} &nbsp; `{r.step}` — {escape_markdown(r.detail)}")
+                if r.explanation:
+                    st.caption(r.explanation)
+        if target:
+            label, go = target
+            st.button(label, key=f"goto::{name}::{label}", on_click=go, type="tertiary",
+                      icon=":material/arrow_forward:", width="content")
+
+
+def render_verdicts(results: list[StepResult], *, link: StepLink | None = None) -> None:
+    """Verdicts grouped by derivation, one line each (a summary links to the steps instead of
+    repeating them)."""
+    groups: OrderedDict[str, list[StepResult]] = OrderedDict()
     for r in results:
-        with st.container(border=True):
-            st.latex(r.statement)
-            badge = ":green-badge[:material/check: proven]" if r.passed else ":red-badge[:material/close: failed]"
-            st.markdown(f"{badge} &nbsp; `{r.step}` — {escape_markdown(r.detail)} ({r.seconds:.2f} s)")
-            if r.explanation:
-                st.caption(r.explanation)
+        groups.setdefault(r.derivation, []).append(r)
+    for name, rs in groups.items():
+        render_verdict_group(_derivation_title(name), rs, link=link, name=name)
+
+
+def _derivation_title(name: str) -> str:
+    try:
+        from mechinterp_edu.app import cache
+        return cache.get_derivation(name).title
+    except Exception:  # noqa: BLE001 - a title is a nicety
+        return name
 
 
 _MD_SPECIAL = set("\\`*_{}[]<>()#+!|$~:")
@@ -136,8 +214,8 @@ def _render_array(arr: Any, *, large: bool) -> None:
     if hasattr(arr, "detach"):
         arr = arr.detach().to("cpu").numpy()
     if getattr(arr, "ndim", 0) == 0:
-        st.metric("value", format_value(arr))
+        render_metrics({"value": arr}, large=large)
     elif arr.ndim <= 2:
-        st.dataframe(pd.DataFrame(arr.reshape(arr.shape[0], -1)), width="stretch" if large else "content")
+        render_table(pd.DataFrame(arr.reshape(arr.shape[0], -1)), large=large)
     else:
         st.write(f"array of shape {tuple(arr.shape)}")
