@@ -2,9 +2,9 @@
 
 Two kinds of test:
 
-* the real course: every page of ``app.py`` (home, each lesson in full and classroom mode with
-  default controls, a changed control and a bad prompt, exercises, classroom) renders without
-  an exception, and lessons not written yet say so;
+* the real course: every page of ``app.py`` (home, every step of each lesson in the reader
+  layout and every slide in classroom mode, with default controls, a changed control and a bad
+  prompt, exercises, classroom) renders without an exception, and lessons not written yet say so;
 * a fixture lesson (a lesson source in a temporary folder, with live charts and a derivation
   that return every kind of live output, and ones that fail in known ways) pins down exactly
   what the renderer shows: charts, tables, metrics, verdicts, exercise cards, the clear
@@ -12,6 +12,8 @@ Two kinds of test:
 """
 from __future__ import annotations
 
+import re
+import re
 import textwrap
 from pathlib import Path
 
@@ -107,7 +109,7 @@ def test_home_exercises_and_classroom_pages_render():
 
     goto(at, "classroom")
     assert_clean(at)
-    assert at.subheader[0].value.startswith("Lesson 1:")
+    assert any(h.value.startswith("Lesson 1:") for h in at.sidebar.subheader)
 
 
 def _first(controls, kinds):
@@ -127,9 +129,49 @@ def _other_value(control):
     return None
 
 
+def jump(at: AppTest, lesson: int, i: int) -> AppTest:
+    return at.selectbox(key=f"jump::{lesson}").set_value(i).run()
+
+
+def step_shown(at: AppTest, lesson: int) -> int:
+    return at.selectbox(key=f"jump::{lesson}").value
+
+
+def next_until_last(at: AppTest, lesson: int, limit: int = 400) -> list[tuple[int, int]]:
+    """Press Next (classroom mode) until it is disabled; the (step, slide) positions visited."""
+    seen = []
+    for _ in range(limit):
+        seen.append((step_shown(at, lesson), at.session_state[f"slide::{lesson}"]))
+        if at.button(key=f"next::top::{lesson}").disabled:
+            return seen
+        at.button(key=f"next::top::{lesson}").click().run()
+        assert_clean(at)
+    raise AssertionError(f"Next never reached the end after {limit} presses")
+
+
+def jump(at: AppTest, lesson: int, i: int) -> AppTest:
+    return at.selectbox(key=f"jump::{lesson}").set_value(i).run()
+
+
+def step_shown(at: AppTest, lesson: int) -> int:
+    return at.selectbox(key=f"jump::{lesson}").value
+
+
+def next_until_last(at: AppTest, lesson: int, limit: int = 400) -> list[tuple[int, int]]:
+    """Press Next (classroom mode) until it is disabled; the (step, slide) positions visited."""
+    seen = []
+    for _ in range(limit):
+        seen.append((step_shown(at, lesson), at.session_state[f"slide::{lesson}"]))
+        if at.button(key=f"next::top::{lesson}").disabled:
+            return seen
+        at.button(key=f"next::top::{lesson}").click().run()
+        assert_clean(at)
+    raise AssertionError(f"Next never reached the end after {limit} presses")
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("lesson", LESSONS, ids=lambda l: l.stem)
-def test_lesson_page_full_classroom_changed_control_bad_prompt(lesson):
+def test_lesson_page_every_step_classroom_changed_control_bad_prompt(lesson):
     from mechinterp_edu.app import controls
     from mechinterp_edu.lesson_source import load_lesson
 
@@ -140,9 +182,15 @@ def test_lesson_page_full_classroom_changed_control_bad_prompt(lesson):
         assert any("not written yet" in i for i in map(str, (x.value for x in at.info)))
         return
     source = load_lesson(lesson.number)
-    # Full page: one header per step, in order.
-    headers = [h.value for h in at.header]
-    assert headers == [f"{i + 1}. {s.title}" for i, s in enumerate(source.steps)]
+    n = len(source.steps)
+    # Reader layout: one step drawn at a time, every step reachable from the step list.
+    assert [h.value for h in at.header] == [f"1. {source.steps[0].title}"]
+    for i, step in enumerate(source.steps):
+        jump(at, lesson.number, i)
+        assert_clean(at)
+        assert [h.value for h in at.header] == [f"{i + 1}. {step.title}"]
+        assert at.query_params["step"] in (step.key, [step.key])
+        assert not any(re.search(r"\(\d+\.\d\d s\)", t) for t in texts(at)), "a timing is shown"
 
     # A changed control re-runs the page without an exception.
     changed = _first(source.controls, ("select", "int", "bool"))
@@ -164,22 +212,17 @@ def test_lesson_page_full_classroom_changed_control_bad_prompt(lesson):
         assert_clean(at)
         assert at.text_input(key=key).value == (text.get("default") or "")
 
-    # Classroom mode: one step at a time, Next/Back move the step.
+    # Classroom mode: Next walks every slide of every step in order, Back goes back.
     at.radio(key=f"layout::{lesson.number}").set_value("Classroom").run()
+    jump(at, lesson.number, 0)
     assert_clean(at)
-    n = len(source.steps)
-    assert any(f"Step 1 of {n}" in m for m in texts(at))
-    if n > 1:
-        at.button(key=f"next::top::{lesson.number}").click().run()
-        assert_clean(at)
-        assert any(f"Step 2 of {n}" in m for m in texts(at))
-        assert at.header[0].value == source.steps[1].title
+    assert not at.header                                   # the step list names the step
+    seen = next_until_last(at, lesson.number)
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen) and {s for s, _ in seen} == set(range(n))
+    assert len(set(seen)) == len(seen)
+    if len(seen) > 1:
         at.button(key=f"back::top::{lesson.number}").click().run()
-        assert any(f"Step 1 of {n}" in m for m in texts(at))
-    for i in range(n):                          # every step renders in classroom mode too
-        at.selectbox(key=f"jump::{lesson.number}").set_value(i).run()
-        assert_clean(at)
-        assert any(f"Step {i + 1} of {n}" in m for m in texts(at))
+        assert (step_shown(at, lesson.number), at.session_state[f"slide::{lesson.number}"]) == seen[-2]
 
 
 # --------------------------------------------------------------------------- a fixture lesson
@@ -212,6 +255,20 @@ FIXTURE_LESSON = textwrap.dedent("""\
     ::derivation fake.algebra:good
 
     ::step outputs Every kind of output
+    ```python
+    x = 6
+    print("x is", x)
+    ```
+
+    ```python
+    x * 7
+    ```
+
+    ```python
+    y = 1
+    y / 0
+    ```
+
     ::chart fake.mixed
     ::chart fake.table
     ::chart fake.metrics
@@ -338,28 +395,48 @@ def open_fixture(page: str = "lesson_01") -> AppTest:
     return goto(at, page)
 
 
-def test_fixture_lesson_full_page_shows_every_output_kind(fixture_course):
+def test_fixture_reader_draws_one_step_at_a_time_with_every_output_kind(fixture_course):
     at = open_fixture()
     assert_clean(at)
     assert at.title[0].value == "Lesson 1: Fixture lesson"
-    assert [h.value for h in at.header] == ["1. Fixture lesson", "2. A heatmap", "3. A derivation",
-                                            "4. Every kind of output", "5. Things that go wrong"]
-    body = "\n".join(texts(at))
-    assert "[A heatmap](#step-heat)" in body                       # table of contents
-    assert "$x W_E$" in body and r"$$A = \mathrm{softmax}(Q K^T)$$" in body   # LaTeX reaches st.markdown
+    # Only the current step is drawn; the step list offers all of them.
+    assert [h.value for h in at.header] == ["1. Fixture lesson"]
+    assert at.selectbox(key="jump::1").options == ["Step 1 of 5 · Fixture lesson", "Step 2 of 5 · A heatmap",
+                                                   "Step 3 of 5 · A derivation", "Step 4 of 5 · Every kind of output",
+                                                   "Step 5 of 5 · Things that go wrong"]
+    assert "$x W_E$" in "\n".join(texts(at)) and not charts(at)
+
+    jump(at, 1, 1)
+    assert [h.value for h in at.header] == ["2. A heatmap"] and at.query_params["step"] in ("heat", ["heat"])
+    assert r"$$A = \mathrm{softmax}(Q K^T)$$" in "\n".join(texts(at))   # LaTeX reaches st.markdown
     assert at.code[0].value.startswith("pattern = model")
-    assert len(charts(at)) == 1                                    # the heatmap
+    assert len(charts(at)) == 1
+
+    # A derivation is one line (title and verdict) whose expander holds the steps; no timings.
+    jump(at, 1, 2)
+    labels = [e.label for e in at.main.expander]
+    assert len(labels) == 2
+    assert "1 of 2 failed" in labels[0] and "Fake algebra" in labels[0]
+    assert "proven" in labels[1] and "step `good`" in labels[1]
+    latex = [l.value.strip("$\n") for l in at.latex]
+    assert r"(a + b)^2 = a^2 + b^2" in latex and r"(a + b)^2 = a^2 + 2ab + b^2" in latex
+    failed = [t for t in texts(at) if "failed]" in t]
+    assert len(failed) == 1 and "bad" in failed[0] and "2ab" not in failed[0]
+    assert not any(re.search(r"\d\.\d\d s\b", t) for t in texts(at) + labels)
+
+    jump(at, 1, 3)
+    body = "\n".join(texts(at))
     assert len(at.dataframe) == 1                                  # fake.table
     metrics = {m.label: m.value for m in at.metric}
     assert metrics == {"tokens": "3", "head": "0", "scale": "1", "show": "yes"}
-    latex = [l.value.strip("$\n") for l in at.latex]
-    assert r"(a + b)^2 = a^2 + b^2" in latex and "a + b = b + a" in latex
-    assert sum("proven" in t for t in texts(at)) == 3               # good twice (all steps + :good) + live
-    failed = [t for t in texts(at) if "failed]" in t]
-    assert len(failed) == 1 and "bad" in failed[0] and "2ab" not in failed[0]
     assert "Some **markdown** from a live chart." in body
     assert "A note that does not pickle, for head 0." in body
-    # Errors: one clear line each, saying what to do.
+    # The live verdict links to the step that derives it instead of repeating it there.
+    link = at.button(key="goto::fake.algebra::Step 3: A derivation")
+    link.click().run()
+    assert [h.value for h in at.header] == ["3. A derivation"]
+
+    jump(at, 1, 4)
     errs = errors(at)
     assert any("Fake broken" in e and "RuntimeError: boom" in e and "Reset controls" in e for e in errs), errs
     assert any("python -m mechinterp_edu train toy" in e for e in errs), errs
@@ -372,33 +449,61 @@ def test_fixture_lesson_full_page_shows_every_output_kind(fixture_course):
     assert links and "exercise=fake_ex" in links[0].proto.query_string
 
 
+def test_fixture_code_cells_run_on_a_click_in_order(fixture_course):
+    at = open_fixture()
+    jump(at, 1, 3)
+    cells = [c for c in at.code if "x" in c.value]
+    assert [c.value for c in cells][:2] == ['x = 6\nprint("x is", x)', "x * 7"]
+    runs = [b for b in at.button if b.key and b.key.startswith("run::1::")]
+    assert len(runs) == 3                                          # one Run per code cell of the step
+    runs[1].click().run()                                          # the second cell: the first runs first
+    assert_clean(at)
+    out = [c.value for c in at.code]
+    assert "x is 6" in out and "42" in out
+    # The lesson's first cell (step 2) ran first too; it fails (no `model` here): a note says so.
+    assert any("Cell 1 of this lesson" in w.value and "NameError" in w.value for w in at.warning)
+    runs = [b for b in at.button if b.key and b.key.startswith("run::1::")]
+    runs[2].click().run()                                          # a cell that fails: one clear line
+    assert any("ZeroDivisionError" in e and "line 2 of the cell" in e for e in errors(at)), errors(at)
+    jump(at, 1, 1)                                                 # cell 1 of the lesson needs `model`
+    [b for b in at.button if b.key and b.key.startswith("run::1::")][0].click().run()
+    assert any("NameError" in e for e in errors(at)), errors(at)
+    assert_clean(at)
+
+
 def test_fixture_changed_control_reruns_the_live_computation(fixture_course):
     at = open_fixture()
+    jump(at, 1, 1)
     at.slider(key="ctl::1::head").set_value(2).run()
     assert_clean(at)
     assert SEEN_CTX[-1]["head"] == 2
-    assert {m.label: m.value for m in at.metric}["head"] == "2"
     at.selectbox(key="ctl::1::model").set_value("other").run()
     assert SEEN_CTX[-1]["model"] == "other"
     at.text_input(key="ctl::1::prompt").input("a b").run()
     assert_clean(at)
-    assert SEEN_CTX[-1]["prompt"] == "a b" and {m.label: m.value for m in at.metric}["tokens"] == "2"
+    assert SEEN_CTX[-1]["prompt"] == "a b"
     at.slider(key="ctl::1::scale").set_value(1.5).run()
     at.toggle(key="ctl::1::show").set_value(False).run()
     at.multiselect(key="ctl::1::tokens").set_value(["b", "c"]).run()
     assert_clean(at)
     assert SEEN_CTX[-1] == {"model": "other", "head": 2, "prompt": "a b", "scale": 1.5, "show": False,
                             "tokens": ["b", "c"]}
+    jump(at, 1, 3)
+    assert {m.label: m.value for m in at.metric}["head"] == "2"
+    assert {m.label: m.value for m in at.metric}["tokens"] == "2"
     # Same ctx again: served from the cache, not recomputed (the unpicklable output from
     # cache_resource, the others from cache_data).
+    jump(at, 1, 1)
     calls, odd_calls = len(SEEN_CTX), len(UNPICKLABLE_CALLS)
     at.run()
+    jump(at, 1, 3)
     assert len(SEEN_CTX) == calls and len(UNPICKLABLE_CALLS) == odd_calls
     assert "A note that does not pickle, for head 2." in "\n".join(texts(at))
 
 
 def test_fixture_bad_prompt_gives_a_clear_message(fixture_course):
     at = open_fixture()
+    jump(at, 1, 1)
     at.text_input(key="ctl::1::prompt").input("a zz b").run()
     assert_clean(at)
     assert any("'zz' is not in the vocabulary" in e and "sidebar" in e for e in errors(at)), errors(at)
@@ -415,36 +520,44 @@ def test_fixture_bad_prompt_gives_a_clear_message(fixture_course):
     assert len(charts(at)) == 1
 
 
-def test_fixture_classroom_next_back_and_state_survives_page_switches(fixture_course):
+def test_fixture_classroom_slides_next_back_and_state_survives_page_switches(fixture_course):
     at = open_fixture()
     at.slider(key="ctl::1::head").set_value(3).run()
     at.radio(key="layout::1").set_value("Classroom").run()
     assert_clean(at)
-    assert any("Step 1 of 5" in t for t in texts(at))
-    assert at.button(key="back::top::1").disabled
-    at.button(key="next::top::1").click().run()
-    assert any("Step 2 of 5" in t for t in texts(at)) and at.header[0].value == "A heatmap"
-    assert len(charts(at)) == 1                 # the live chart of this step, large
-    at.button(key="next::bottom::1").click().run()
-    assert any("Step 3 of 5" in t for t in texts(at))
+    assert step_shown(at, 1) == 0 and at.button(key="back::top::1").disabled
+    seen = next_until_last(at, 1)
+    assert [s for s, _ in seen] == sorted(s for s, _ in seen) and {s for s, _ in seen} == set(range(5))
+    assert max(j for _, j in seen) >= 1                            # some step needed a second slide
+    # Back from a step's first slide goes to the previous step's LAST slide.
+    at.selectbox(key="jump::1").set_value(2).run()
+    last_of_heat = max(j for s, j in seen if s == 1)
     at.button(key="back::top::1").click().run()
-    assert any("Step 2 of 5" in t for t in texts(at))
+    assert (step_shown(at, 1), at.session_state["slide::1"]) == (1, last_of_heat)
+    # Projector sizes: the chart of the heat step gets 16 px labels.
+    at.selectbox(key="jump::1").set_value(1).run()
+    while not charts(at):
+        at.button(key="next::top::1").click().run()
+    import json
+    spec = json.loads(charts(at)[0].proto.spec)
+    assert spec["config"]["axis"]["labelFontSize"] >= 16 and spec["width"] == "container"
     # Changing a control in classroom mode re-runs the live chart and keeps the step.
     at.text_input(key="ctl::1::prompt").input("c b a c").run()
-    assert SEEN_CTX[-1]["prompt"] == "c b a c" and any("Step 2 of 5" in t for t in texts(at))
+    assert SEEN_CTX[-1]["prompt"] == "c b a c" and step_shown(at, 1) == 1
     at.selectbox(key="jump::1").set_value(4).run()
-    assert any("Step 5 of 5" in t for t in texts(at)) and at.button(key="next::top::1").disabled
+    while not at.button(key="next::top::1").disabled:
+        at.button(key="next::top::1").click().run()
     # Leave and come back: layout, step and controls are remembered.
     goto(at, "home")
     goto(at, "lesson_01")
     assert_clean(at)
-    assert any("Step 5 of 5" in t for t in texts(at))
+    assert step_shown(at, 1) == 4
     assert at.slider(key="ctl::1::head").value == 3
     assert at.text_input(key="ctl::1::prompt").value == "c b a c"
     # The classroom page shares the step and controls of the lesson.
     goto(at, "classroom")
     assert_clean(at)
-    assert at.subheader[0].value == "Lesson 1: Fixture lesson" and any("Step 5 of 5" in t for t in texts(at))
+    assert any(h.value == "Lesson 1: Fixture lesson" for h in at.sidebar.subheader) and step_shown(at, 1) == 4
     at.selectbox(key="classroom::lesson").set_value(2).run()
     assert_clean(at)
     assert any("not written yet" in i.value for i in at.info)

@@ -60,7 +60,7 @@ def kernel(lesson: int) -> Kernel:
 
 
 def code_block(block: Block, page: PageContext) -> None:
-    st.code(block.text, language="python")
+    st.code(block.text, language="python", wrap_lines=page.large)
     cells = [b for s in page.source.steps for b in s.blocks if b.kind == "code"] if page.source else [block]
     index = next((i for i, b in enumerate(cells) if b.line == block.line), None)
     if index is None:
@@ -72,17 +72,19 @@ def code_block(block: Block, page: PageContext) -> None:
                 else "."))
     texts = [b.text for b in cells]
     st.button("Run", key=f"run::{page.lesson}::{block.line}", icon=":material/play_arrow:", help=help_,
-              on_click=_run_cell, args=(k, texts, index))
+              on_click=_run_cell, args=(page.lesson, texts, index))
     result = k.runs.get(index)
     if result is not None:
         show_run(result)
 
 
-def _run_cell(k: Kernel, cells: list[str], index: int) -> None:
-    k.run(cells, index)
+def _run_cell(lesson: int, cells: list[str], index: int) -> None:
+    kernel(lesson).run(cells, index)
 
 
 def show_run(result: CellRun) -> None:
+    for note in result.notes:
+        st.warning(note, icon=":material/warning:")
     if result.stdout:
         st.code(result.stdout.rstrip("\n"), language="text")
     if result.value is not None:

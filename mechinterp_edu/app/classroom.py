@@ -3,7 +3,7 @@
 A step is cut into slides that each fit the screen: its markdown into paragraphs, each live
 chart's output into its parts (text, metrics, each chart, tables), all packed in order into
 slides by an estimate of their height at the projector's sizes (24 px text, charts at most
-420 px tall). Back / Next move by slide, PageUp / PageDown and the arrow keys too.
+320 px tall). Back / Next move by slide, PageUp / PageDown and the arrow keys too.
 """
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from mechinterp_edu.derivations.framework import StepResult
 from mechinterp_edu.lesson_source import Block, Lesson
 
 SLIDE_PX = 560            # 720 minus the browser-side header, the nav row and margins
-CHARS_PER_LINE = 88       # 24 px text across a ~1200 px column
+CHARS_PER_LINE = 96       # 24 px text across a ~1200 px column
+_STARTS_BLOCK = re.compile(r"^\s*([*+-]|\d+\.|#+|>)\s")
+_VISIBLE = re.compile(r"[*`]|\\[a-zA-Z]+|[{}^_]")   # markup that takes no width
 LINE_PX = 34
 PARAGRAPH_PX = 18
 MATH_PX = 78
@@ -97,7 +99,15 @@ def text_height(md: str) -> int:
     math_blocks = len(re.findall(r"^\$\$\s*$", md, flags=re.MULTILINE)) // 2 + len(
         re.findall(r"^\$\$.+\$\$\s*$", md, flags=re.MULTILINE))
     prose = re.sub(r"\$\$.*?\$\$", "", md, flags=re.DOTALL)
-    lines = sum(max(1, math.ceil(len(line) / CHARS_PER_LINE)) for line in prose.split("\n") if line.strip())
+    logical: list[str] = []          # source lines joined into what the browser wraps as one text
+    for line in prose.split("\n"):
+        if not line.strip():
+            continue
+        if not logical or _STARTS_BLOCK.match(line):
+            logical.append(line.strip())
+        else:
+            logical[-1] += " " + line.strip()
+    lines = sum(max(1, math.ceil(len(_VISIBLE.sub("", t)) / CHARS_PER_LINE)) for t in logical)
     return PARAGRAPH_PX + LINE_PX * lines + MATH_PX * math_blocks
 
 

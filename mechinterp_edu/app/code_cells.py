@@ -28,6 +28,7 @@ class CellRun:
     stdout: str = ""
     value: str | None = None        # repr of the last line's value (None: no value)
     error: str | None = None        # one line: what went wrong and where
+    notes: list[str] = field(default_factory=list)   # earlier cells that failed when run for this one
     seconds: float = 0.0
 
 
@@ -39,16 +40,17 @@ class Kernel:
     runs: dict[int, CellRun] = field(default_factory=dict)
 
     def run(self, cells: list[str], index: int) -> CellRun:
-        """Run cell ``index`` (after any unrun cell above it); return its result."""
+        """Run cell ``index`` (after any unrun cell above it); return its result. An earlier cell
+        that fails does not stop the others (as in a notebook run top to bottom); it is noted."""
+        notes = []
         for i in range(index):
             if i not in self.done:
                 earlier = self._exec(cells[i], i)
                 self.runs[i] = earlier
                 if earlier.error:
-                    failed = CellRun(error=f"Cell {i + 1} above this one failed first: {earlier.error}")
-                    self.runs[index] = failed
-                    return failed
+                    notes.append(f"Cell {i + 1} of this lesson, run first, failed: {earlier.error}")
         result = self._exec(cells[index], index)
+        result.notes = notes
         self.runs[index] = result
         return result
 

@@ -26,7 +26,7 @@ from mechinterp_edu.derivations.framework import StepResult
 METRICS_PER_ROW = {False: 3, True: 4}
 MAX_TABLE_METRICS = 8
 ROW_MAX_WIDTH = {False: 380, True: 640}   # two asked-for widths up to this share a row of columns
-LARGE_MAX_HEIGHT = 420                    # plot height in classroom mode (a 1280x720 screen)
+LARGE_MAX_HEIGHT = 320                    # plot height in classroom mode (a 1280x720 screen)
 LARGE_TABLE_HEIGHT = 380
 
 # (derivation name) -> (label, callback) that shows the step where it is derived; set by the page.
@@ -66,20 +66,24 @@ def render_table(frame: Any, *, large: bool = False) -> None:
 
 
 _DISPLAY_MATH = re.compile(r"\$\$(.+?)\$\$", re.DOTALL)
+# A paragraph that is one line of $$...$$: shown as display math (block form), not inline.
+_LONE_MATH = re.compile(r"(^|\n\n)[ \t]*\$\$([^\n]+?)\$\$[ \t]*(?=\n\n|$)")
 
 
 def normalize_math(md: str) -> str:
     """Put display math that spans lines (``$$a\n+ b$$``) in block form (``$$`` on lines of
     their own), so that a continuation line is not read as markdown (``+ b`` as a list item)
-    and KaTeX gets the whole formula. Fenced code is left alone."""
+    and KaTeX gets the whole formula; a paragraph that is one line of ``$$...$$`` also becomes a
+    block (else it is drawn as inline math). Fenced code is left alone."""
     parts = re.split(r"(^(?:```|~~~).*?^(?:```|~~~)[^\n]*$)", md, flags=re.MULTILINE | re.DOTALL)
     out = []
     for i, part in enumerate(parts):
         if i % 2 == 1:                       # a fenced code block
             out.append(part)
             continue
-        out.append(_DISPLAY_MATH.sub(
-            lambda m: f"\n\n$$\n{m.group(1).strip()}\n$$\n\n" if "\n" in m.group(1) else m.group(0), part))
+        part = _DISPLAY_MATH.sub(
+            lambda m: f"\n\n$$\n{m.group(1).strip()}\n$$\n\n" if "\n" in m.group(1) else m.group(0), part)
+        out.append(_LONE_MATH.sub(lambda m: f"{m.group(1)}$$\n{m.group(2).strip()}\n$$", part))
     return "".join(out)
 
 

@@ -84,12 +84,14 @@ def nav_row(lesson: int, i: int, titles: list[str], *, slide: int = 0, slides: i
     with back:
         st.button("Back", key=f"back::top::{lesson}", icon=":material/arrow_back:", disabled=first,
                   on_click=_move, args=(lesson, -1, count, slides), width="stretch", shortcut="PageUp")
-    with middle:
-        state.seed_widget(jump_key(lesson), i, lambda v: v == i)
-        part = f" · part {slide + 1} of {slides}" if slides > 1 else ""
+    with middle, st.container(horizontal=True, vertical_alignment="center", gap="small"):
+        st.session_state[jump_key(lesson)] = i     # always: a page switch gives the widget a new id
         st.selectbox("Step", range(count), key=jump_key(lesson), label_visibility="collapsed",
-                     format_func=lambda k: f"Step {k + 1} of {count} · {titles[k]}" + (part if k == i else ""),
-                     on_change=_jump, args=(lesson,))
+                     format_func=lambda k: f"Step {k + 1} of {count} · {titles[k]}", on_change=_jump,
+                     args=(lesson,))
+        if slides > 1:
+            st.markdown(f"<span style='white-space:nowrap'>part {slide + 1}/{slides}</span>",
+                        unsafe_allow_html=True, width="content")
     with nxt:
         st.button("Next", key=f"next::top::{lesson}", icon=":material/arrow_forward:", icon_position="right",
                   disabled=last, on_click=_move, args=(lesson, +1, count, slides), width="stretch",

@@ -25,7 +25,9 @@ BASE_CSS = """
 # Classroom mode: a projector at 1280x720. Body text 24 px, captions 20 px, tight margins so
 # that a slide (see classroom.py) fits the screen; charts get 16 px labels from their config.
 CLASSROOM_CSS = """
-[data-testid="stMainBlockContainer"] { padding: 3.25rem 2.5rem 0.5rem 2.5rem; max-width: 100%; }
+[data-testid="stMainBlockContainer"] { padding: 3.9rem 2.5rem 0.5rem 2.5rem; max-width: 100%; }
+[data-testid="stMain"] .katex-display { font-size: 24px; margin: 0.4em 0; }
+[data-testid="stMain"] [data-testid="stSelectbox"] div { font-size: 20px; }
 [data-testid="stMain"] [data-testid="stMarkdownContainer"] p,
 [data-testid="stMain"] [data-testid="stMarkdownContainer"] li { font-size: 24px; line-height: 1.4; }
 [data-testid="stMain"] [data-testid="stCaptionContainer"],
