@@ -234,11 +234,11 @@ def _leaf(spec: dict, shared: dict, *, large: bool, max_height: int | None) -> F
         _log_scale_repair(layer)
     _log_scale_repair(spec)
     height = spec.get("height")
+    if large and isinstance(height, (int, float)):
+        height = int(height * 1.3)
     rows = _band_count(spec, shared)
     if rows and isinstance(height, (int, float)):   # every row label readable
         height = max(height, rows * (LARGE_BAND_PX if large else BAND_PX))
-    if large and isinstance(height, (int, float)):
-        height = int(height * 1.3)
     if max_height and isinstance(height, (int, float)):
         height = min(int(height), max_height)
     if height is not None:

@@ -1,9 +1,18 @@
 """The app in a real browser: `streamlit run app.py` on a free port, every page opened in Chromium.
 
-For each page (the URL paths of st.navigation) the test waits until the script has finished
-(no status widget, no skeleton, content in the main block, stable for a moment), asserts
-that no exception element is on screen, and saves a screenshot to
-``artifacts/screenshots/<page>.png`` (gitignored; CI keeps them as artifacts).
+* Every page (the URL paths of st.navigation) cold (first visit after the server started) and
+  warm (a new session), then every step of every lesson: no exception element, no KaTeX error,
+  no raw ``$...$`` in rendered text, no chart, equation or metric wider than the main column.
+* Changing a control (a widget re-run) on a lesson step with a live chart.
+* Classroom mode at 1280x720 (lessons 1 and 4, every slide; all lessons with
+  ``MECHINTERP_EDU_BROWSER_ALL=1``): sidebar collapsed, body text >= 24 px, every slide fits the
+  screen, PageDown / Left keys move.
+
+Timings (page load until the script has finished and the page is still, warm / cold / widget)
+go to ``artifacts/browser-timings.json`` and are printed (``-s``). Targets (issue #16, this
+2-core machine): warm <= 1.5 s, cold <= 10 s, widget re-run <= 2 s. The ASSERTED bounds below
+are looser (WARM_BOUND_S etc.) to absorb noise on a shared machine; the report holds the real
+figures. Screenshots go to ``artifacts/screenshots/`` (gitignored; CI keeps them as artifacts).
 
 Playwright drives the system Chromium through ``executable_path`` (never ``playwright
 install``). Where Chromium or Playwright is missing the tests skip and say why; CI
@@ -12,6 +21,7 @@ installs Chromium (``.ci/run``), so there they run.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import shutil
 import socket
@@ -31,8 +41,13 @@ CHROMIUM_ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-d
                  "--no-first-run", "--disable-default-apps", "--disable-extensions"]
 SERVER_START_S = 90
 PAGE_IDLE_S = 300          # a cold page may load a model and run sympy on a busy 2-core machine
-STABLE_S = 2.0
+STABLE_S = 1.0            # the page must stay finished this long; not counted in the timings
 MAX_SCREENSHOT_HEIGHT = 20_000
+TARGETS_S = {"warm": 1.5, "cold": 10.0, "widget": 2.0}
+# Looser than the targets on purpose: other work shares the 2 CPU cores (see the module docstring).
+WARM_BOUND_S, COLD_BOUND_S, WIDGET_BOUND_S = 4.0, 45.0, 6.0
+TIMINGS = ROOT / "artifacts" / "browser-timings.json"
+WIDTH_SLACK_PX = 2
 
 # One worker runs them all under `make test` (-n 2 --dist loadgroup): one server, one Chromium.
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser")]
@@ -116,13 +131,18 @@ def server(chromium, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def browser(chromium):
+    """One Chromium and ONE browser context for the module: like a learner's browser, it keeps
+    Streamlit's static files in its HTTP cache after the first page (each page is still a new
+    Streamlit session). So "cold" below means cold on the server (first visit since it started)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
         b = p.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        context = b.new_context()
         try:
-            yield b
+            yield context
         finally:
+            context.close()
             b.close()
 
 
@@ -131,11 +151,43 @@ SCRIPT_STATE = """() => {
     return app ? app.getAttribute('data-test-script-state') : null;
 }"""
 
+# Everything in the main column that must fit it, and math or errors left unrendered.
+LAYOUT_PROBLEMS = """(slack) => {
+    const main = document.querySelector('[data-testid="stMainBlockContainer"]');
+    if (!main) return {main: 0, wide: [], katex: [], raw: []};
+    const cs = getComputedStyle(main), box = main.getBoundingClientRect();
+    const left = box.left + parseFloat(cs.paddingLeft) - slack, right = box.right - parseFloat(cs.paddingRight) + slack;
+    const wide = [];
+    const check = (sel, what) => document.querySelectorAll(sel).forEach(e => {
+        const r = e.getBoundingClientRect();
+        if (r.width === 0) return;                                     // collapsed (an expander's body)
+        const over = Math.max(r.right - right, left - r.left, e.scrollWidth - e.clientWidth - slack);
+        if (over > 0) wide.push(`${what} ${Math.round(r.width)} px, ${Math.round(over)} px too wide: `
+                                + (e.innerText || '').slice(0, 60).replace(/\\s+/g, ' '));
+    });
+    check('[data-testid="stMain"] [data-testid="stVegaLiteChart"]', 'chart');
+    check('[data-testid="stMain"] [data-testid="stVegaLiteChart"] canvas, [data-testid="stMain"] [data-testid="stVegaLiteChart"] svg.marks', 'chart drawing');
+    check('[data-testid="stMain"] .katex-display', 'equation');
+    check('[data-testid="stMain"] [data-testid="stMetricValue"]', 'metric');
+    check('[data-testid="stMain"] [data-testid="stMetricValue"] *', 'metric value');
+    const katex = [...document.querySelectorAll('.katex-error')].map(e => e.title || e.textContent);
+    const raw = [];
+    document.querySelectorAll('[data-testid="stMain"] [data-testid="stMarkdownContainer"]').forEach(e => {
+        const c = e.cloneNode(true);
+        c.querySelectorAll('code, pre, .katex, .katex-display').forEach(x => x.remove());
+        const m = c.textContent.match(/\\$\\$?[^$\\n]+\\$\\$?/);
+        if (m) raw.push(m[0].slice(0, 80));
+    });
+    return {main: Math.round(right - left - 2 * slack), wide, katex, raw};
+}"""
 
-def wait_until_idle(page, timeout_s: float = PAGE_IDLE_S) -> None:
+
+def wait_until_idle(page, timeout_s: float = PAGE_IDLE_S, t0: float | None = None) -> float:
     """Until the script has finished (stApp's script state is notRunning), nothing is still
     loading (no status widget, skeleton or spinner), the main block has content, and all of
-    that has held for STABLE_S seconds."""
+    that has held for STABLE_S seconds. Returns the seconds from ``t0`` to the moment it became
+    still (the STABLE_S wait is not counted)."""
+    t0 = time.monotonic() if t0 is None else t0
     deadline = time.monotonic() + timeout_s
     stable_since = None
     while time.monotonic() < deadline:
@@ -146,15 +198,11 @@ def wait_until_idle(page, timeout_s: float = PAGE_IDLE_S) -> None:
         if finished and not busy and content:
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since >= STABLE_S:
-                return
+                return stable_since - t0
         else:
             stable_since = None
-        page.wait_for_timeout(250)
+        page.wait_for_timeout(100)
     raise AssertionError(f"{page.url} was still running after {timeout_s:.0f} s")
-
-
-def visible_errors(page) -> list[str]:
-    return [t.strip() for t in page.locator('[data-testid="stAlertContentError"]').all_inner_texts()]
 
 
 def page_urls() -> list[str]:
@@ -163,78 +211,215 @@ def page_urls() -> list[str]:
     return list(urls())
 
 
-def open_page(browser, url: str):
-    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+def lesson_steps() -> list[tuple[str, str]]:
+    """(lesson URL path, step key) for every step of every written lesson."""
+    from mechinterp_edu.app.navigation import lesson_url
+    from mechinterp_edu.course import LESSONS
+    from mechinterp_edu.lesson_source import load_lesson
+
+    return [(lesson_url(l), s.key) for l in LESSONS if l.source_path.exists() for s in load_lesson(l.number).steps]
+
+
+def open_page(browser, url: str, viewport=(1400, 1000)) -> tuple[object, float]:
+    page = browser.new_page()
+    page.set_viewport_size({"width": viewport[0], "height": viewport[1]})
+    t0 = time.monotonic()
     page.goto(url, wait_until="domcontentloaded", timeout=60_000)
-    wait_until_idle(page)
-    return page
+    return page, wait_until_idle(page, t0=t0)
 
 
-def screenshot(page, name: str) -> Path:
+def assert_page_is_right(page, where: str) -> None:
+    exceptions = page.locator('[data-testid="stException"]')
+    assert exceptions.count() == 0, f"{where}: {exceptions.all_inner_texts()}"
+    body = page.locator('[data-testid="stMain"]').inner_text()
+    assert "Traceback (most recent call last)" not in body, where
+    found = page.evaluate(LAYOUT_PROBLEMS, WIDTH_SLACK_PX)
+    assert not found["katex"], f"KaTeX could not render {len(found['katex'])} formula(s) on {where}: {found['katex'][:3]}"
+    assert not found["raw"], f"math left unrendered on {where}: {found['raw'][:3]}"
+    assert not found["wide"], f"wider than the main column ({found['main']} px) on {where}: {found['wide'][:4]}"
+
+
+def screenshot(page, name: str, full: bool = True) -> Path:
     """The whole page: Streamlit scrolls inside its main block, so grow the viewport to fit it."""
-    height = page.evaluate("() => Math.max(...[...document.querySelectorAll("
-                           "'[data-testid=\"stMain\"], [data-testid=\"stSidebarContent\"]')].map(e => e.scrollHeight), 600)")
-    page.set_viewport_size({"width": 1400, "height": min(int(height) + 40, MAX_SCREENSHOT_HEIGHT)})
-    page.wait_for_timeout(1000)   # let vega and KaTeX finish drawing at the new size
+    if full:
+        height = page.evaluate("() => Math.max(...[...document.querySelectorAll("
+                               "'[data-testid=\"stMain\"], [data-testid=\"stSidebarContent\"]')].map(e => e.scrollHeight), 600)")
+        width = page.viewport_size["width"]
+        page.set_viewport_size({"width": width, "height": min(int(height) + 40, MAX_SCREENSHOT_HEIGHT)})
+        page.wait_for_timeout(800)   # let vega and KaTeX finish drawing at the new size
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
-    page.screenshot(path=str(path), full_page=True)
+    page.screenshot(path=str(path), full_page=full)
     return path
 
 
-@pytest.mark.parametrize("url_path", page_urls(), ids=lambda u: u or "home")
-def test_page_renders_in_chromium(server, browser, url_path):
-    page = open_page(browser, f"{server}/{url_path}")
-    try:
-        exceptions = page.locator('[data-testid="stException"]')
-        assert exceptions.count() == 0, exceptions.all_inner_texts()
-        body = page.locator('[data-testid="stMain"]').inner_text()
-        assert "Traceback (most recent call last)" not in body
-        assert page.locator("h1, h2, h3").count() >= 1, "the page has no heading"
-        bad_latex = page.locator(".katex-error").evaluate_all("els => els.map(e => e.title || e.textContent)")
-        assert not bad_latex, f"KaTeX could not render {len(bad_latex)} formula(s) on /{url_path}: {bad_latex[:3]}"
-        raw_math = [t for t in page.locator('[data-testid="stMarkdownContainer"]').all_inner_texts() if "$$" in t]
-        assert not raw_math, f"display math left unrendered on /{url_path}: {raw_math[:2]}"
-        if url_path == "" and importlib.util.find_spec("mechinterp_edu.grader.progress"):   # seeded store
-            assert "No progress recorded yet" not in body and "kron_apply" in page.content()
-        shot = screenshot(page, url_path or "home")
-        assert shot.stat().st_size > 10_000
-    finally:
-        page.close()
+class Timings:
+    """Collects the timings of the module's tests; written to TIMINGS and printed at the end."""
+
+    def __init__(self) -> None:
+        self.rows: list[dict] = []
+
+    def add(self, kind: str, where: str, seconds: float) -> None:
+        self.rows.append({"kind": kind, "where": where, "seconds": round(seconds, 3)})
+
+    def summary(self) -> dict:
+        out = {}
+        for kind in sorted({r["kind"] for r in self.rows}):
+            xs = sorted(r["seconds"] for r in self.rows if r["kind"] == kind)
+            target = TARGETS_S.get(kind.split()[0])
+            out[kind] = {"n": len(xs), "median_s": xs[len(xs) // 2], "max_s": xs[-1],
+                         "target_s": target, "over_target": [r["where"] for r in self.rows
+                                                             if r["kind"] == kind and target and r["seconds"] > target]}
+        return out
+
+    def write(self) -> None:
+        if not self.rows:
+            return
+        TIMINGS.parent.mkdir(parents=True, exist_ok=True)
+        report = {"cpus": os.cpu_count(), "load_average": os.getloadavg(), "summary": self.summary(),
+                  "rows": self.rows}
+        TIMINGS.write_text(json.dumps(report, indent=1), encoding="utf-8")
+        print(f"\nbrowser timings (also in {TIMINGS}; targets {TARGETS_S}):")
+        for kind, s in report["summary"].items():
+            print(f"  {kind:14s} n={s['n']:3d} median {s['median_s']:6.2f} s  max {s['max_s']:6.2f} s"
+                  f"  over target: {len(s['over_target'])}")
 
 
-def test_classroom_next_in_chromium(server, browser):
-    """The presenter's view of lesson 1: Next moves to step 2 (or lesson 1 says it is not written)."""
-    from mechinterp_edu.course import get_lesson
+@pytest.fixture(scope="module")
+def timings():
+    t = Timings()
+    yield t
+    t.write()
+
+
+def test_every_page_cold_then_warm(server, browser, timings):
+    """Each page twice: its first visit since the server started (cold), then a new session (warm)."""
+    for url_path in page_urls():
+        name = url_path or "home"
+        for kind in ("cold", "warm"):
+            page, seconds = open_page(browser, f"{server}/{url_path}")
+            try:
+                timings.add(f"{kind} page", name, seconds)
+                assert_page_is_right(page, f"/{url_path} ({kind})")
+                assert page.locator("h1, h2, h3").count() >= 1, f"/{url_path} has no heading"
+                if url_path == "" and importlib.util.find_spec("mechinterp_edu.grader.progress"):   # seeded store
+                    assert "No progress recorded yet" not in page.locator('[data-testid="stMain"]').inner_text()
+                    assert "kron_apply" in page.content()
+                if kind == "warm":
+                    assert screenshot(page, name).stat().st_size > 10_000
+                    bound = WARM_BOUND_S
+                else:
+                    bound = COLD_BOUND_S
+                assert seconds <= bound, f"/{url_path} took {seconds:.1f} s {kind} (bound {bound} s, target {TARGETS_S[kind]} s)"
+            finally:
+                page.close()
+
+
+def test_every_step_of_every_lesson(server, browser, timings):
+    """Every step by its URL (?step=key): first visit of the step (its charts computed: 'cold step'),
+    then again in a new session (warm)."""
+    steps = lesson_steps()
+    if not steps:
+        pytest.skip("no lesson is written yet")
+    for url_path, key in steps:
+        for kind in ("cold step", "warm step"):
+            page, seconds = open_page(browser, f"{server}/{url_path}?step={key}")
+            try:
+                timings.add(kind, f"{url_path}?step={key}", seconds)
+                assert_page_is_right(page, f"/{url_path}?step={key}")
+                heading = page.locator('[data-testid="stMain"] h2').first.inner_text()
+                assert heading, f"/{url_path}?step={key} shows no step heading"
+                if kind == "warm step":
+                    assert seconds <= WARM_BOUND_S, f"/{url_path}?step={key} took {seconds:.1f} s warm"
+                    screenshot(page, f"{url_path}-{key}")
+            finally:
+                page.close()
+
+
+def _change_first_control(page) -> str:
+    """Change the sidebar's first slider (arrow key), else number input (+), else toggle."""
+    sidebar = page.locator('[data-testid="stSidebar"]')
+    slider = sidebar.locator('[role="slider"]')
+    if slider.count():
+        slider.first.focus()
+        page.keyboard.press("ArrowRight")
+        return "slider"
+    step_up = sidebar.locator('[data-testid="stNumberInputStepUp"]')
+    if step_up.count():
+        step_up.first.click()
+        return "number input"
+    toggle = sidebar.locator('[data-testid="stCheckbox"] label, [data-testid="stToggle"] label')
+    if toggle.count():
+        toggle.first.click()
+        return "toggle"
+    return ""
+
+
+def test_widget_rerun_on_a_step_with_a_live_chart(server, browser, timings):
+    """On each lesson's first step with a live chart: change a control, time the re-run."""
+    from mechinterp_edu.app.navigation import lesson_url
+    from mechinterp_edu.course import LESSONS
     from mechinterp_edu.lesson_source import load_lesson
 
-    page = open_page(browser, f"{server}/classroom?lesson=1")
+    done = 0
+    for lesson in LESSONS:
+        if not lesson.source_path.exists():
+            continue
+        step = next((s for s in load_lesson(lesson.number).steps if s.refs("chart")), None)
+        if step is None:
+            continue
+        page, _ = open_page(browser, f"{server}/{lesson_url(lesson)}?step={step.key}")
+        try:
+            for _ in range(2):          # the first change may compute a new ctx cold; the second too
+                t0 = time.monotonic()
+                what = _change_first_control(page)
+                if not what:
+                    break
+                page.wait_for_timeout(50)
+                seconds = wait_until_idle(page, t0=t0)
+                timings.add("widget re-run", f"{lesson_url(lesson)}?step={step.key} ({what})", seconds)
+                assert_page_is_right(page, f"/{lesson_url(lesson)}?step={step.key} after changing a {what}")
+                assert seconds <= WIDGET_BOUND_S, f"changing a {what} took {seconds:.1f} s (target {TARGETS_S['widget']} s)"
+                done += 1
+        finally:
+            page.close()
+    if not done:
+        pytest.skip("no lesson step has a live chart and a control")
+
+
+def _classroom_lessons() -> list[int]:
+    from mechinterp_edu.course import LESSONS
+
+    wanted = [l.number for l in LESSONS] if os.environ.get("MECHINTERP_EDU_BROWSER_ALL") else [1, 4]
+    return [l.number for l in LESSONS if l.number in wanted and l.source_path.exists()]
+
+
+@pytest.mark.parametrize("lesson", _classroom_lessons())
+def test_classroom_mode_fits_a_projector(server, browser, lesson):
+    """1280x720, sidebar collapsed, 24 px text; PageDown through every slide: each fits the screen
+    (nothing to scroll), nothing too wide; the Left arrow goes back."""
+    page, _ = open_page(browser, f"{server}/classroom?lesson={lesson}", viewport=(1280, 720))
     try:
-        assert page.locator('[data-testid="stException"]').count() == 0
-        if not get_lesson(1).source_path.exists():
-            assert "not written yet" in page.locator('[data-testid="stMain"]').inner_text()
-            pytest.skip("lesson 1 is not written yet: nothing to step through")
+        assert page.locator('[data-testid="stSidebar"][aria-expanded="true"]').count() == 0, "sidebar is open"
+        sizes = page.evaluate("""() => [...document.querySelectorAll('[data-testid="stMain"] [data-testid="stMarkdownContainer"] p')]
+                                 .map(p => parseFloat(getComputedStyle(p).fontSize))""")
+        assert sizes and min(sizes) >= 24, f"classroom body text is {min(sizes or [0])} px"
         main = page.locator('[data-testid="stMain"]')
-        assert "Step 1 of" in main.inner_text()
-        page.get_by_role("button", name="Next").first.click()
-        page.wait_for_timeout(500)
+        for k in range(400):
+            where = f"classroom lesson {lesson}, slide {k + 1}"
+            assert_page_is_right(page, where)
+            scroll, client = main.evaluate("m => [m.scrollHeight, m.clientHeight]")
+            shot = screenshot(page, f"classroom-{lesson}-{k + 1:02d}", full=False)
+            assert scroll <= client + 4, f"{where} does not fit 1280x720 ({scroll} px tall): see {shot}"
+            if page.get_by_role("button", name="Next", exact=True).is_disabled():
+                break
+            page.keyboard.press("PageDown")
+            page.wait_for_timeout(200)
+            wait_until_idle(page)
+        assert k > 0, "classroom mode showed one slide only"
+        page.keyboard.press("ArrowLeft")
+        page.wait_for_timeout(200)
         wait_until_idle(page)
-        assert "Step 2 of" in main.inner_text()
-        assert page.locator('[data-testid="stException"]').count() == 0
-        screenshot(page, "classroom-step-2")
-        # Step on to the first step with a live chart: it is drawn, large (stretched to the page).
-        steps = load_lesson(1).steps
-        first_chart = next((i for i, s in enumerate(steps) if s.refs("chart")), None)
-        if first_chart is not None:
-            for _ in range(first_chart - 1):
-                page.get_by_role("button", name="Next").first.click()
-                page.wait_for_timeout(300)
-                wait_until_idle(page)
-            assert f"Step {first_chart + 1} of" in main.inner_text()
-            chart = page.locator('[data-testid="stVegaLiteChart"]').first
-            chart.wait_for(state="visible", timeout=60_000)
-            assert chart.bounding_box()["width"] > 0.6 * main.bounding_box()["width"], "chart is not large"
-            assert page.locator('[data-testid="stException"]').count() == 0
-            screenshot(page, "classroom-first-chart")
+        assert not page.get_by_role("button", name="Next", exact=True).is_disabled(), "Left did not go back"
     finally:
         page.close()

@@ -3,7 +3,7 @@
 A step is cut into slides that each fit the screen: its markdown into paragraphs, each live
 chart's output into its parts (text, metrics, each chart, tables), all packed in order into
 slides by an estimate of their height at the projector's sizes (24 px text, charts at most
-320 px tall). Back / Next move by slide, PageUp / PageDown and the arrow keys too.
+280 px tall). Back / Next move by slide, PageUp / PageDown and the arrow keys too.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from mechinterp_edu.charts import fit_layout
 from mechinterp_edu.derivations.framework import StepResult
 from mechinterp_edu.lesson_source import Block, Lesson
 
-SLIDE_PX = 560            # 720 minus the browser-side header, the nav row and margins
+SLIDE_PX = 530            # 720 minus the browser-side header, the nav row and margins
 CHARS_PER_LINE = 96       # 24 px text across a ~1200 px column
 _STARTS_BLOCK = re.compile(r"^\s*([*+-]|\d+\.|#+|>)\s")
 _VISIBLE = re.compile(r"[*`]|\\[a-zA-Z]+|[{}^_]")   # markup that takes no width

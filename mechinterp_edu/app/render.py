@@ -26,7 +26,7 @@ from mechinterp_edu.derivations.framework import StepResult
 METRICS_PER_ROW = {False: 3, True: 4}
 MAX_TABLE_METRICS = 8
 ROW_MAX_WIDTH = {False: 380, True: 640}   # two asked-for widths up to this share a row of columns
-LARGE_MAX_HEIGHT = 320                    # plot height in classroom mode (a 1280x720 screen)
+LARGE_MAX_HEIGHT = 280                    # plot height in classroom mode (a 1280x720 screen)
 LARGE_TABLE_HEIGHT = 380
 
 # (derivation name) -> (label, callback) that shows the step where it is derived; set by the page.
@@ -168,13 +168,13 @@ def verdict_label(title: str, results: list[StepResult]) -> str:
 
 def render_verdict_group(title: str, results: list[StepResult], *, link: StepLink | None = None,
                          name: str | None = None) -> None:
-    """A derivation as ONE line (title and verdict) with its steps in an expander; a failed
-    one opens by itself. ``link`` adds a button to the step that derives it (summaries)."""
+    """A derivation as ONE line (title and sympy's verdict, red when a step fails) with its steps
+    in a closed expander. ``link`` adds a button to the step that derives it (summaries)."""
     ok = all(r.passed for r in results)
     target = link(name) if (link is not None and name) else None
     box = st.container(horizontal=True, vertical_alignment="center", gap="small") if target else st.container()
     with box:
-        with st.expander(verdict_label(title, results), expanded=not ok,
+        with st.expander(verdict_label(title, results), expanded=False,
                          icon=":material/check_circle:" if ok else ":material/cancel:"):
             for r in results:
                 st.latex(r.statement)

@@ -83,7 +83,7 @@ def nav_row(lesson: int, i: int, titles: list[str], *, slide: int = 0, slides: i
     back, middle, nxt = st.columns([2, 5, 2], vertical_alignment="center")
     with back:
         st.button("Back", key=f"back::top::{lesson}", icon=":material/arrow_back:", disabled=first,
-                  on_click=_move, args=(lesson, -1, count, slides), width="stretch", shortcut="PageUp")
+                  on_click=_move, args=(lesson, -1, count, slides), width="stretch", help="Keys: ← or PageUp")
     with middle, st.container(horizontal=True, vertical_alignment="center", gap="small"):
         st.session_state[jump_key(lesson)] = i     # always: a page switch gives the widget a new id
         st.selectbox("Step", range(count), key=jump_key(lesson), label_visibility="collapsed",
@@ -95,12 +95,12 @@ def nav_row(lesson: int, i: int, titles: list[str], *, slide: int = 0, slides: i
     with nxt:
         st.button("Next", key=f"next::top::{lesson}", icon=":material/arrow_forward:", icon_position="right",
                   disabled=last, on_click=_move, args=(lesson, +1, count, slides), width="stretch",
-                  shortcut="PageDown")
-    with st.container(key="keyboard"):        # hidden (style.py): the arrow keys
-        st.button("Back", key=f"back::key::{lesson}", disabled=first, on_click=_move,
-                  args=(lesson, -1, count, slides), shortcut="Left")
-        st.button("Next", key=f"next::key::{lesson}", disabled=last, on_click=_move,
-                  args=(lesson, +1, count, slides), shortcut="Right")
+                  help="Keys: → or PageDown")
+    with st.container(key="keyboard"):        # hidden (style.py): the keys, one button each
+        for name, delta, keys in (("Back", -1, ("Left", "PageUp")), ("Next", +1, ("Right", "PageDown"))):
+            for k in keys:
+                st.button(name, key=f"{name.lower()}::{k}::{lesson}", disabled=first if delta < 0 else last,
+                          on_click=_move, args=(lesson, delta, count, slides), shortcut=k)
 
 
 def bottom_row(lesson: int, i: int, titles: list[str]) -> None:
