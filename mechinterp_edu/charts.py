@@ -128,7 +128,8 @@ COMPOSITE = {"hconcat": "row", "vconcat": "stack", "concat": "stack"}
 FACET_CHANNELS = ("column", "row", "facet")
 MAX_FACETS = 8
 BAND_PX, LARGE_BAND_PX = 18, 22     # least height of a heatmap row (labels at 12 / 16 px)
-LARGE_AXIS = {"labelFontSize": 16, "titleFontSize": 18, "labelColor": "#1a1a1a", "titleColor": "#1a1a1a"}
+LARGE_AXIS = {"labelFontSize": 16, "titleFontSize": 18, "labelColor": "#1a1a1a", "titleColor": "#1a1a1a",
+              "labelLimit": 120}
 LARGE_CONFIG = {"axis": LARGE_AXIS, "legend": {"labelFontSize": 16, "titleFontSize": 17, "labelColor": "#1a1a1a",
                                                  "titleColor": "#1a1a1a", "symbolSize": 160},
                 "header": {"labelFontSize": 16, "titleFontSize": 17, "labelColor": "#1a1a1a"},

@@ -78,10 +78,10 @@ def test_heatmap_rows_stay_readable_and_classroom_sizes_apply():
     m = np.arange(40 * 3, dtype=float).reshape(40, 3)
     small = heatmap(m, height=100)
     assert fit_layout(small).spec["height"] >= 40 * 18
-    large = fit_layout(small, large=True, max_height=280).spec
-    assert large["height"] == 280                                # capped for a 1280x720 screen
+    large = fit_layout(small, large=True, max_height=260).spec
+    assert large["height"] == 260                                # capped for a 1280x720 screen
     assert large["config"]["axis"]["labelFontSize"] >= 16 and large["config"]["legend"]["labelFontSize"] >= 16
-    few = fit_layout(heatmap(np.eye(3), height=40), large=True, max_height=280).spec
+    few = fit_layout(heatmap(np.eye(3), height=40), large=True, max_height=260).spec
     assert few["height"] == 3 * LARGE_BAND_PX
 
 

@@ -3,7 +3,7 @@
 A step is cut into slides that each fit the screen: its markdown into paragraphs, each live
 chart's output into its parts (text, metrics, each chart, tables), all packed in order into
 slides by an estimate of their height at the projector's sizes (24 px text, charts at most
-280 px tall). Back / Next move by slide, PageUp / PageDown and the arrow keys too.
+240 px tall). Back / Next move by slide, PageUp / PageDown and the arrow keys too.
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from mechinterp_edu.charts import fit_layout
 from mechinterp_edu.derivations.framework import StepResult
 from mechinterp_edu.lesson_source import Block, Lesson
 
-SLIDE_PX = 530            # 720 minus the browser-side header, the nav row and margins
+SLIDE_PX = 560            # 720 minus the browser-side header, the nav row and margins
 CHARS_PER_LINE = 96       # 24 px text across a ~1200 px column
 _STARTS_BLOCK = re.compile(r"^\s*([*+-]|\d+\.|#+|>)\s")
 _VISIBLE = re.compile(r"[*`]|\\[a-zA-Z]+|[{}^_]")   # markup that takes no width
@@ -68,11 +68,11 @@ def pieces_of(block: Block, page: PageContext) -> list[Piece]:
     if block.kind == "markdown":
         return [Piece("md", text, text_height(text)) for text in paragraphs(block.text)]
     if block.kind == "code":
-        return [Piece("block", block, 60 + 27 * (block.text.count("\n") + 1))]
+        return [Piece("block", block, 120 + 27 * (block.text.count("\n") + 1))]
     if block.kind == "derivation":
-        return [Piece("block", block, 64)]
+        return [Piece("block", block, 70)]
     if block.kind == "exercise":
-        return [Piece("block", block, 170)]
+        return [Piece("block", block, 200)]
     if block.kind == "chart":
         return chart_pieces(block.text, page)
     return [Piece("block", block, 80)]
@@ -142,7 +142,7 @@ def _flatten(out: Any) -> list[Any]:
 def output_height(item: Any) -> int:
     if isinstance(item, dict) and ("mark" in item or "layer" in item):
         height = item.get("height")
-        return min(int(height * 1.3), render.LARGE_MAX_HEIGHT) + 110 if isinstance(height, (int, float)) else 420
+        return min(int(height * 1.3), render.LARGE_MAX_HEIGHT) + 150 if isinstance(height, (int, float)) else 430
     if isinstance(item, str):
         return text_height(item)
     if isinstance(item, dict):

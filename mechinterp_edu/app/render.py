@@ -26,7 +26,7 @@ from mechinterp_edu.derivations.framework import StepResult
 METRICS_PER_ROW = {False: 3, True: 4}
 MAX_TABLE_METRICS = 8
 ROW_MAX_WIDTH = {False: 380, True: 640}   # two asked-for widths up to this share a row of columns
-LARGE_MAX_HEIGHT = 280                    # plot height in classroom mode (a 1280x720 screen)
+LARGE_MAX_HEIGHT = 240                    # plot height in classroom mode (a 1280x720 screen)
 LARGE_TABLE_HEIGHT = 380
 
 # (derivation name) -> (label, callback) that shows the step where it is derived; set by the page.
