@@ -345,7 +345,7 @@ def test_every_step_of_every_lesson(server, browser, timings):
 def _change_first_control(page) -> str:
     """Change the sidebar's first slider (arrow key), else number input (+), else toggle."""
     sidebar = page.locator('[data-testid="stSidebar"]')
-    slider = sidebar.locator('[role="slider"]')
+    slider = sidebar.locator('[data-testid="stSlider"] input[type="range"], [data-testid="stSlider"] [role="slider"]')
     if slider.count():
         slider.first.focus()
         page.keyboard.press("ArrowRight")

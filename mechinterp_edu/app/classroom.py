@@ -3,7 +3,7 @@
 A step is cut into slides that each fit the screen: its markdown into paragraphs, each live
 chart's output into its parts (text, metrics, each chart, tables), all packed in order into
 slides by an estimate of their height at the projector's sizes (24 px text, charts at most
-240 px tall). Back / Next move by slide, PageUp / PageDown and the arrow keys too.
+230 px tall). Back / Next move by slide, PageUp / PageDown and the arrow keys too.
 """
 from __future__ import annotations
 

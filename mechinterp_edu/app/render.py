@@ -26,7 +26,7 @@ from mechinterp_edu.derivations.framework import StepResult
 METRICS_PER_ROW = {False: 3, True: 4}
 MAX_TABLE_METRICS = 8
 ROW_MAX_WIDTH = {False: 380, True: 640}   # two asked-for widths up to this share a row of columns
-LARGE_MAX_HEIGHT = 240                    # plot height in classroom mode (a 1280x720 screen)
+LARGE_MAX_HEIGHT = 230                    # plot height in classroom mode (a 1280x720 screen)
 LARGE_TABLE_HEIGHT = 380
 
 # (derivation name) -> (label, callback) that shows the step where it is derived; set by the page.
@@ -172,8 +172,8 @@ def render_verdict_group(title: str, results: list[StepResult], *, link: StepLin
     in a closed expander. ``link`` adds a button to the step that derives it (summaries)."""
     ok = all(r.passed for r in results)
     target = link(name) if (link is not None and name) else None
-    box = st.container(horizontal=True, vertical_alignment="center", gap="small") if target else st.container()
-    with box:
+    where = st.columns([5, 1], vertical_alignment="center") if target else [st.container()]
+    with where[0]:
         with st.expander(verdict_label(title, results), expanded=False,
                          icon=":material/check_circle:" if ok else ":material/cancel:"):
             for r in results:
@@ -182,10 +182,11 @@ def render_verdict_group(title: str, results: list[StepResult], *, link: StepLin
                 st.markdown(f"{mark} &nbsp; `{r.step}` — {escape_markdown(r.detail)}")
                 if r.explanation:
                     st.caption(r.explanation)
-        if target:
-            label, go = target
-            st.button(label, key=f"goto::{name}::{label}", on_click=go, type="tertiary",
-                      icon=":material/arrow_forward:", width="content")
+    if target:
+        label, go = target
+        with where[1]:
+            st.button(label.split(":")[0], key=f"goto::{name}::{label}", on_click=go, type="tertiary",
+                      icon=":material/arrow_forward:", help=f"Go to {label}", width="stretch")
 
 
 def render_verdicts(results: list[StepResult], *, link: StepLink | None = None) -> None:
