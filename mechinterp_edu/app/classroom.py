@@ -23,8 +23,9 @@ from mechinterp_edu.derivations.framework import StepResult
 from mechinterp_edu.lesson_source import Block, Lesson
 
 SLIDE_PX = 560            # 720 minus the browser-side header, the nav row and margins
-CHARS_PER_LINE = 96       # 24 px text across a ~1200 px column
+CHARS_PER_LINE = 100      # 24 px text across a ~1200 px column
 _STARTS_BLOCK = re.compile(r"^\s*([*+-]|\d+\.|#+|>)\s")
+_INLINE_MATH = re.compile(r"\$[^$\n]+\$")
 _VISIBLE = re.compile(r"[*`]|\\[a-zA-Z]+|[{}^_]")   # markup that takes no width
 LINE_PX = 34
 PARAGRAPH_PX = 18
@@ -99,6 +100,8 @@ def text_height(md: str) -> int:
     math_blocks = len(re.findall(r"^\$\$\s*$", md, flags=re.MULTILINE)) // 2 + len(
         re.findall(r"^\$\$.+\$\$\s*$", md, flags=re.MULTILINE))
     prose = re.sub(r"\$\$.*?\$\$", "", md, flags=re.DOTALL)
+    prose = _INLINE_MATH.sub(lambda m: "x" * max(1, len(m.group(0)) // 3), prose)   # LaTeX source is long
+    prose = re.sub(r"\]\([^)]*\)", "]", prose)                                        # link targets
     logical: list[str] = []          # source lines joined into what the browser wraps as one text
     for line in prose.split("\n"):
         if not line.strip():
