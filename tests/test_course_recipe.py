@@ -156,7 +156,9 @@ def test_the_app_renders_the_recipe_lesson(recipe_lesson):
     at.run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == f"Lesson {NUMBER}: Recipe demo"
-    assert [h.value for h in at.header] == ["1. Recipe demo", "2. Doubling"]   # the intro is step 1
+    assert [h.value for h in at.header] == ["1. Recipe demo"]   # one step at a time; the intro is step 1
+    at.selectbox(key=f"jump::{NUMBER}").set_value(1).run()
+    assert [h.value for h in at.header] == ["2. Doubling"]
     assert len(at.dataframe) == 1
     body = "\n".join(str(e.value) for kind in ("markdown", "caption", "latex", "success", "error", "warning")
                      for e in getattr(at, kind))
