@@ -117,9 +117,12 @@ def text_height(md: str) -> int:
 def chart_pieces(name: str, page: PageContext) -> list[Piece]:
     """One piece per part of the chart's output (its title travels with the first)."""
     try:
-        title = blocks.cache.get_chart(name).title
+        chart = blocks.cache.get_chart(name)
     except Exception:  # noqa: BLE001 - drawn (with its message) as one piece
         return [Piece("chart", (name, name, None, 0), 90)]
+    title = chart.title
+    # a bordered box (30 px), the title (45 px), the caption (20 px text, ~115 characters a line)
+    first = 75 + 30 * math.ceil(len(chart.description or "") / 115)
     if not page.ctx_ok:
         return [Piece("chart", (name, title, None, 0), 140)]
     try:
@@ -127,7 +130,7 @@ def chart_pieces(name: str, page: PageContext) -> list[Piece]:
     except Exception:  # noqa: BLE001 - the drawing shows the message
         return [Piece("chart", (name, title, None, 0), 140)]
     items = _flatten(out)
-    return [Piece("chart", (name, title, item, k), output_height(item) + (80 if k == 0 else 40))
+    return [Piece("chart", (name, title, item, k), output_height(item) + (first if k == 0 else 75))
             for k, item in enumerate(items)] or [Piece("chart", (name, title, None, 0), 90)]
 
 

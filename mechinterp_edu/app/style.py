@@ -27,7 +27,7 @@ BASE_CSS = """
 CLASSROOM_CSS = """
 [data-testid="stMainBlockContainer"] { padding: 3.9rem 2.5rem 0.5rem 2.5rem; max-width: 100%; }
 [data-testid="stMain"] .katex-display { font-size: 24px; margin: 0.4em 0; }
-[data-testid="stMain"] [data-testid="stSelectbox"] * { font-size: 20px !important; }
+[data-testid="stMain"] [data-testid="stSelectbox"] input { font-size: 20px !important; }
 [data-testid="stMain"] [data-testid="stMarkdownContainer"] p,
 [data-testid="stMain"] [data-testid="stMarkdownContainer"] li { font-size: 24px; line-height: 1.4; }
 [data-testid="stMain"] [data-testid="stCaptionContainer"],
