@@ -29,7 +29,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from mechinterp_edu.reference.ioi_scores import four_terms, share_explained
+from mechinterp_edu.lessons.ioi_scores.reference import four_terms, share_explained
 
 
 class CopySuppressionInputError(ValueError):

@@ -49,6 +49,7 @@ class ListTask:
     label_noise: float = 0.0      # fraction of names drawn uniformly (still without repeats)
     n_topics: int = 0             # >0: position 1 holds a topic word that picks the table
     balanced: int = 0             # the first `balanced` favourite ranks are permutations of the names
+    p_no_topic: float = 0.0       # with topics: fraction of lists without a topic word (own table)
 
 
 def _favourites(task: ListTask, gen: torch.Generator) -> torch.Tensor:
@@ -89,10 +90,12 @@ def sample_lists(n: int, task: ListTask, seed: int) -> torch.Tensor:
     if n < 1:
         raise ValueError(f"ask for at least one list (got n={n}).")
     gen = torch.Generator().manual_seed(seed)
-    n_topics = max(1, task.n_topics)
-    tables = torch.stack([successor_logits(task, t) for t in range(n_topics)])
-    topic = torch.randint(n_topics, (n,), generator=gen)
-    length = task.length - (1 if task.n_topics else 0)
+    n_tables = task.n_topics + 1 if task.n_topics else 1
+    tables = torch.stack([successor_logits(task, t) for t in range(n_tables)])
+    topic = torch.randint(max(1, task.n_topics), (n,), generator=gen)
+    no_topic = torch.rand(n, generator=gen) < task.p_no_topic if task.n_topics else torch.ones(n, dtype=torch.bool)
+    topic = torch.where(no_topic, n_tables - 1, topic)
+    length = task.length
     names = torch.empty(n, length, dtype=torch.long)
     present = torch.zeros(n, N_NAMES, dtype=torch.bool)
     rows = torch.arange(n)
@@ -115,10 +118,11 @@ def sample_lists(n: int, task: ListTask, seed: int) -> torch.Tensor:
         names[:, t] = nxt
         present[rows, nxt] = True
         current = nxt
-    head = [torch.zeros(n, 1, dtype=torch.long)]
-    if task.n_topics:
-        head.append((1 + N_NAMES + topic)[:, None])
-    return torch.cat(head + [names + 1], dim=1)
+    tokens = torch.cat([torch.zeros(n, 1, dtype=torch.long), names + 1], dim=1)
+    if task.n_topics:   # a topic word at position 1 replaces the last name
+        topical = torch.cat([tokens[:, :1], (1 + N_NAMES + topic)[:, None], tokens[:, 1:-1]], dim=1)
+        tokens = torch.where(no_topic[:, None], tokens, topical)
+    return tokens
 
 
 def bayes_next(tokens: torch.Tensor, task: ListTask) -> torch.Tensor:
@@ -127,19 +131,20 @@ def bayes_next(tokens: torch.Tensor, task: ListTask) -> torch.Tensor:
     Position 0 (<bos>) is uniform; afterwards the current name's successor weights over the
     names not yet in the list (label noise mixed in). Lists that repeat are not modelled.
     """
-    n_topics = max(1, task.n_topics)
-    tables = torch.stack([successor_logits(task, t) for t in range(n_topics)]).softmax(-1)
+    n_tables = task.n_topics + 1 if task.n_topics else 1
+    tables = torch.stack([successor_logits(task, t) for t in range(n_tables)]).softmax(-1)
     n, seq = tokens.shape
-    first = 2 if task.n_topics else 1
-    topic = (tokens[:, 1] - 1 - N_NAMES) if task.n_topics else torch.zeros(n, dtype=torch.long)
+    has_topic = tokens[:, 1] > N_NAMES
+    topic = torch.where(has_topic, tokens[:, 1] - 1 - N_NAMES, n_tables - 1)
     out = torch.full((n, seq, N_NAMES), 1.0 / N_NAMES)
     present = torch.zeros(n, N_NAMES, dtype=torch.bool)
-    for t in range(first, seq):
-        cur = tokens[:, t] - 1
-        present[torch.arange(n), cur] = True
+    for t in range(1, seq):
+        cur = (tokens[:, t] - 1).clamp(max=N_NAMES - 1)
+        skip = tokens[:, t] > N_NAMES                    # the topic word itself: next name uniform
+        present[torch.arange(n), cur] |= ~skip
         free = (~present).float()
         w = (1 - task.label_noise) * tables[topic, cur] * free
         w = w / w.sum(-1, keepdim=True).clamp_min(1e-30)
         u = free / free.sum(-1, keepdim=True).clamp_min(1)
-        out[:, t] = (1 - task.label_noise) * w + task.label_noise * u
+        out[:, t] = torch.where(skip[:, None], out[:, t], (1 - task.label_noise) * w + task.label_noise * u)
     return out
