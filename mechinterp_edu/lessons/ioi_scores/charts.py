@@ -473,3 +473,8 @@ def sum_check(s: Setup):
 from mechinterp_edu.lessons.ioi_scores.causal_charts import CHARTS as _CAUSAL_CHARTS  # noqa: E402
 
 CHARTS.extend(_CAUSAL_CHARTS)
+
+# Measures (a)-(c) of the copy_suppressor model's head (issue #13), appended to this lesson's charts.
+from mechinterp_edu.lessons.ioi_scores.copy_suppression_charts import CHARTS as _COPY_SUPPRESSOR_CHARTS  # noqa: E402
+
+CHARTS.extend(_COPY_SUPPRESSOR_CHARTS)

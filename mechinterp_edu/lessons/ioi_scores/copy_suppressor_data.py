@@ -93,7 +93,12 @@ def sample_lists(n: int, task: ListTask, seed: int) -> torch.Tensor:
     n_tables = task.n_topics + 1 if task.n_topics else 1
     tables = torch.stack([successor_logits(task, t) for t in range(n_tables)])
     topic = torch.randint(max(1, task.n_topics), (n,), generator=gen)
-    no_topic = torch.rand(n, generator=gen) < task.p_no_topic if task.n_topics else torch.ones(n, dtype=torch.bool)
+    if not task.n_topics:
+        no_topic = torch.ones(n, dtype=torch.bool)
+    elif task.p_no_topic > 0:
+        no_topic = torch.rand(n, generator=gen) < task.p_no_topic
+    else:
+        no_topic = torch.zeros(n, dtype=torch.bool)
     topic = torch.where(no_topic, n_tables - 1, topic)
     length = task.length
     names = torch.empty(n, length, dtype=torch.long)

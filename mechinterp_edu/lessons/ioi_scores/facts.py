@@ -193,4 +193,7 @@ def facts() -> dict[str, object]:
     out.update(_score_facts(s, cache))
     out["n_prompts"] = N_PROMPTS
     out["head"] = f"{HEAD[0]}.{HEAD[1]}"
+    # the copy_suppressor step (issue #13): its own model, keys prefixed cs_
+    from mechinterp_edu.lessons.ioi_scores.copy_suppression_charts import copy_suppressor_facts
+    out.update(copy_suppressor_facts())
     return out

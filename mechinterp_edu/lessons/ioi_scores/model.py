@@ -209,3 +209,9 @@ def load(device: torch.device | str | None = None, dtype: torch.dtype = torch.fl
     model = load_model("ioi_small", device=device, dtype=dtype)
     model.ioi_vocab = WordVocab(CONFIG["vocab"])
     return model
+
+
+# The second model of lesson 5 (issue #13): its recipe lives in copy_suppressor.py.
+from mechinterp_edu.lessons.ioi_scores.copy_suppressor import SPEC as COPY_SUPPRESSOR_SPEC  # noqa: E402
+
+register(COPY_SUPPRESSOR_SPEC)
