@@ -50,6 +50,12 @@ def test_zoo_entry(model):
     assert LAYER >= 1 and model.cfg.n_layers > LAYER
 
 
+def ov_plain(plain):
+    eff = plain.run_with_cache(torch.stack([torch.zeros_like(NAME_IDS), NAME_IDS], 1))[1]["blocks.0.hook_resid_post"][:, 1]
+    normed = torch.nn.functional.layer_norm(eff, (eff.shape[-1],), eps=plain.cfg.eps)
+    return normed @ plain.W_V[LAYER, HEAD] @ plain.W_O[LAYER, HEAD] @ plain.W_U[:, NAME_IDS]
+
+
 def test_a_negative_copying_ov(model, plain):
     ov = cs.ov_matrix(model, LAYER, HEAD, NAME_IDS)
     assert cs.own_rank_fraction(ov, 3, lowest=True) >= 0.8
@@ -132,6 +138,8 @@ def test_lesson_facts_against_the_plain_forward(plain, heldout):
     tokens, answers = heldout
     assert facts["cs_n_names"] == len(NAMES) and facts["cs_ov_chance"] == pytest.approx(3 / len(NAMES))
     assert facts["cs_head"] == f"{LAYER}.{HEAD}"
+    assert facts["cs_ov_n"] == int(((ov_plain(plain) < ov_plain(plain).diagonal()[:, None]).sum(-1) < 3).sum())
+    assert facts["cs_qk_n"] >= 0.8 * len(NAMES) and facts["cs_ov_n"] >= 0.8 * len(NAMES)
     logits, cache = plain.run_with_cache(tokens)
     probs = logits[:, -1].softmax(-1)
     assert facts["cs_loss"] == pytest.approx(float(torch.nn.functional.cross_entropy(logits[:, -1], answers)), rel=1e-4)

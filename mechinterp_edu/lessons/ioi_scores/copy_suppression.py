@@ -175,6 +175,7 @@ def behaviour(model, layer: int, head: int, tokens: Int[Tensor, "b seq"], answer
 
 
 # --------------------------------------------------------------------------- (d) four terms
+NULL_QUANTILES = (0.025, 0.975)   # the null band reported for (d)
 TERMS = ("q_par_k_par", "q_par_k_perp", "q_perp_k_par", "q_perp_k_perp")
 
 
@@ -239,8 +240,8 @@ def four_term_shares(inp: dict[str, Tensor], n_null: int = 200, seed: int = 0) -
                         for _ in range(n_null)])
     res = {f"d_{name}": float(v) for name, v in zip(TERMS, shares)}
     res.update({"d_share": float(shares[0]), "d_par_par_largest": bool(shares.argmax() == 0),
-                "d_null_mean": float(null.mean()), "d_null_lo": float(null.quantile(0.025)),
-                "d_null_hi": float(null.quantile(0.975)), "d_n_prompts": b})
+                "d_null_mean": float(null.mean()), "d_null_lo": float(null.quantile(NULL_QUANTILES[0])),
+                "d_null_hi": float(null.quantile(NULL_QUANTILES[1])), "d_n_prompts": b})
     return res
 
 

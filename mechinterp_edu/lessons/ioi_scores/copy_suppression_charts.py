@@ -58,13 +58,14 @@ def copy_suppressor_facts() -> dict[str, object]:
     n = len(NAMES)
     return {
         "cs_head": HEAD_LABEL, "cs_n_names": n,
-        "cs_ov_top3": cs.own_rank_fraction(m["ov"], 3, True), "cs_ov_chance": 3 / n,
-        "cs_qk_top1": cs.own_rank_fraction(m["qk"], 1, False), "cs_qk_chance": 1 / n,
+        "cs_ov_n": round(cs.own_rank_fraction(m["ov"], 3, True) * n), "cs_ov_chance": 3 / n,
+        "cs_qk_n": round(cs.own_rank_fraction(m["qk"], 1, False) * n), "cs_qk_chance": 1 / n,
         "cs_n_prompts": b["n_prompts"], "cs_n_predicted_present": b["n_predicted_present"],
-        "cs_attn_to_x": b["attn_to_x"], "cs_dla_x": b["dla_x"], "cs_dla_x_negative": b["dla_x_negative"],
+        "cs_attn_to_x": b["attn_to_x"], "cs_dla_x": b["dla_x"],
         "cs_p_x": b["p_x"], "cs_p_x_ablated": b["p_x_ablated"],
         "cs_loss": b["loss"], "cs_loss_ablated": b["loss_ablated"], "cs_ece": b["ece"], "cs_ece_ablated": b["ece_ablated"],
-        "cs_share_par_par": shares["d_q_par_k_par"], "cs_null_hi": shares["d_null_hi"],
+        "cs_share_par_par": shares["d_q_par_k_par"],
+        "cs_null_hi": shares["d_null_hi"], "cs_null_level": cs.NULL_QUANTILES[1],
         "cs_share_largest_other": max(shares[f"d_{t}"] for t in cs.TERMS[1:]),
     }
 
