@@ -13,10 +13,11 @@ from __future__ import annotations
 import hashlib
 import importlib.util
 import json
-import os
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Optional
+
+from mechinterp_edu import cache_paths
 
 ENV_VAR = "MECHINTERP_EDU_FACTS_CACHE"
 PACKAGE = Path(__file__).resolve().parent
@@ -24,13 +25,7 @@ _MEMO: dict[str, dict[str, Any]] = {}
 
 
 def cache_dir() -> Optional[Path]:
-    value = os.environ.get(ENV_VAR, "").strip()
-    if value.lower() in ("off", "0", "none", "false"):
-        return None
-    if value:
-        return Path(value).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME", "").strip() or str(Path.home() / ".cache")
-    return Path(base) / "mechinterp_edu" / "facts"
+    return cache_paths.cache_dir(ENV_VAR, "facts")
 
 
 def cache_key(slug: str) -> str:

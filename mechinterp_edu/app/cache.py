@@ -33,6 +33,17 @@ def lesson_source(path: Path) -> Lesson:
     return _parse_lesson(str(path), path.stat().st_mtime_ns)
 
 
+@st.cache_data(show_spinner=False, max_entries=64)
+def _outline_lesson(path: str, mtime_ns: int) -> Lesson:
+    return load_lesson(Path(path), fill=False)
+
+
+def lesson_outline(path: Path) -> Lesson:
+    """The lesson's structure (front matter, steps) without computing its facts: for the course
+    map, which must not pay for every lesson's numbers on its first load."""
+    return _outline_lesson(str(path), path.stat().st_mtime_ns)
+
+
 # --------------------------------------------------------------------------- models
 @st.cache_resource(show_spinner="Loading the model...", max_entries=8)
 def model(name: str):

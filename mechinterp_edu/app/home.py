@@ -33,7 +33,7 @@ def lesson_facts(info: LessonInfo) -> dict:
              "exercises": None, "points": None}
     if facts["written"]:
         try:
-            lesson = cache.lesson_source(info.source_path)
+            lesson = cache.lesson_outline(info.source_path)
             facts["minutes"] = lesson.meta.get("minutes")
             facts["steps"] = len(lesson.steps)
         except Exception as exc:  # noqa: BLE001 - the lesson page explains the error

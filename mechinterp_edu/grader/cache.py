@@ -27,6 +27,7 @@ from typing import Optional
 
 import numpy as np
 
+from mechinterp_edu import cache_paths
 from mechinterp_edu.atomic import write_atomically
 
 ENV_VAR = "MECHINTERP_EDU_GRADER_CACHE"
@@ -35,14 +36,7 @@ MAX_BYTES = 64 * 2**20
 
 
 def cache_dir() -> Optional[Path]:
-    value = os.environ.get(ENV_VAR, "").strip()
-    if value.lower() in ("off", "0", "none", "false"):
-        return None
-    if value:
-        return Path(value).expanduser()
-    from platformdirs import user_cache_path
-
-    return user_cache_path("mechinterp_edu") / "grader"   # ~/.cache/mechinterp_edu/grader on Linux
+    return cache_paths.cache_dir(ENV_VAR, "grader")   # ~/.cache/mechinterp_edu/grader on Linux
 
 
 _PKG_MEMO: dict = {}

@@ -17,7 +17,7 @@ from mechinterp_edu.models.zoo import ModelSpec, TrainResult
 from mechinterp_edu.lessons.ioi_scores.copy_suppressor_data import (
     NAME_IDS, NAMES, VOCAB, ListTask, sample_lists,
 )
-from mechinterp_edu.lessons.ioi_scores.data import WordVocab
+from mechinterp_edu.lessons.ioi_scores.gpt2_toy import build, build_hf, hf_config, wrap  # noqa: F401
 
 __all__ = ["NAMES", "CONFIG", "RECIPE", "COPY_HEAD", "SPEC", "build", "wrap", "train", "evaluate", "load"]
 
@@ -48,37 +48,6 @@ RECIPE: dict[str, Any] = {
     "task": {"length": 12, "temperature": 1.5, "table_seed": 0, "p_repeat": 0.0, "label_noise": 0.0,
              "n_topics": 8, "balanced": 4, "p_no_topic": 0.5},
 }
-
-
-def hf_config(config: dict[str, Any]):
-    from transformers import GPT2Config
-
-    return GPT2Config(
-        vocab_size=len(config["vocab"]), n_positions=config["n_ctx"], n_embd=config["d_model"],
-        n_layer=config["n_layers"], n_head=config["n_heads"], n_inner=config["d_mlp"],
-        activation_function=config["act_fn"], resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
-        bos_token_id=0, eos_token_id=0, tie_word_embeddings=bool(config.get("tied", True)),
-    )
-
-
-def build_hf(config: dict[str, Any], seed: int = 0):
-    from transformers import GPT2LMHeadModel
-
-    torch.manual_seed(seed)
-    return GPT2LMHeadModel(hf_config(config))
-
-
-def wrap(hf_model, config: dict[str, Any]):
-    """HF module -> TransformerBridge in compatibility mode, with the word tokenizer attached."""
-    from mechinterp_edu.models.gpt2 import wrap_gpt2
-
-    bridge = wrap_gpt2(hf_model.eval(), compat=True)
-    bridge.ioi_vocab = WordVocab(config["vocab"])
-    return bridge
-
-
-def build(config: dict[str, Any]):
-    return wrap(build_hf(config), config)
 
 
 def _lr_at(step: int, recipe: dict[str, Any]) -> float:

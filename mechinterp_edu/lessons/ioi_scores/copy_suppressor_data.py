@@ -22,15 +22,12 @@ from dataclasses import dataclass
 
 import torch
 
+from mechinterp_edu.lessons.ioi_scores.data import NAMES as IOI_NAMES
+
 BOS = "<bos>"
 
-# 40 first names, all distinct from the template words of lesson 5's IOI prompts.
-NAMES: tuple[str, ...] = (
-    "Mary", "John", "Alice", "Bob", "Tom", "James", "Sarah", "David", "Michael", "Anna",
-    "Paul", "Laura", "Mark", "Emma", "Peter", "Lisa", "Daniel", "Kate", "Steven", "Rachel",
-    "Adam", "Helen", "Brian", "Amy", "Chris", "Linda", "Kevin", "Jessica", "Eric", "Karen",
-    "Jason", "Susan", "Ryan", "Nancy", "Justin", "Emily", "Scott", "Jennifer", "Frank", "Grace",
-)
+# 40 first names: the first 40 of lesson 5's IOI names, all distinct from its template words.
+NAMES: tuple[str, ...] = IOI_NAMES[:40]
 # Topic words: a list may open with one; each topic has its own successor table.
 TOPICS: tuple[str, ...] = ("family", "work", "school", "sport", "music", "travel", "garden", "church")
 VOCAB: tuple[str, ...] = (BOS,) + NAMES + TOPICS
