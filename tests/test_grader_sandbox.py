@@ -9,7 +9,6 @@ earn a point it did not compute honestly, and the grader must survive all of the
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import tempfile
 import time
@@ -172,8 +171,36 @@ needs_bwrap = pytest.mark.skipif(not ISOLATED, reason=f"bubblewrap cannot isolat
 PEAK_LIMIT_KB = 2**20          # the parent's peak resident memory must stay under 1 GB
 
 
-def _peak_kb() -> int:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise LookupError(field)
+
+
+@pytest.fixture(scope="module")
+def cli_baseline_kb() -> int:
+    """Peak memory of a bare grading parent: a fresh Python that imports the grader (and torch)."""
+    import subprocess
+
+    code = ("import resource, mechinterp_edu.grader.grade, torch; "
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
+    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              check=True).stdout.split()[-1])
+
+
+class PeakMemory:
+    """The grading parent's peak memory for one file: the bare parent's baseline plus what grading
+    the file added to this process's peak. The test process's own high-water mark is reset first
+    (/proc/self/clear_refs, Linux >= 4.0), so memory earlier tests used does not count."""
+
+    def __init__(self, baseline_kb: int):
+        self.baseline_kb = baseline_kb
+        Path("/proc/self/clear_refs").write_text("5")
+        self.before_kb = _status_kb("VmRSS")
+
+    def peak_kb(self) -> int:
+        return self.baseline_kb + max(0, _status_kb("VmHWM") - self.before_kb)
 
 
 SLOW_VERDICTS = {"fork_bomb.py"}          # runs to its exercise's full timeout
@@ -182,9 +209,11 @@ SLOW_VERDICTS = {"fork_bomb.py"}          # runs to its exercise's full timeout
 @needs_bwrap
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_VERDICTS else n
                                   for n in sorted(VERDICTS)])
-def test_adversarial_verdict(name):
+def test_adversarial_verdict(name, cli_baseline_kb):
+    memory = PeakMemory(cli_baseline_kb)
     report = grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS)
-    assert _peak_kb() < PEAK_LIMIT_KB, f"{name}: the grader's peak memory reached {_peak_kb() // 1024} MB"
+    peak = memory.peak_kb()
+    assert peak < PEAK_LIMIT_KB, f"{name}: the grader's peak memory reached {peak // 1024} MB"
     assert [r.exercise for r in report.results] == ["attn_scores", "embed_logits", "double"]
     expected = VERDICTS[name]
     for result in report.results:
