@@ -171,36 +171,33 @@ needs_bwrap = pytest.mark.skipif(not ISOLATED, reason=f"bubblewrap cannot isolat
 PEAK_LIMIT_KB = 2**20          # the parent's peak resident memory must stay under 1 GB
 
 
-def _status_kb(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise LookupError(field)
-
-
-@pytest.fixture(scope="module")
-def cli_baseline_kb() -> int:
-    """Peak memory of a bare grading parent: a fresh Python that imports the grader (and torch)."""
+@needs_bwrap
+def test_parent_peak_memory_stays_under_1_gb_on_every_corpus_file(tmp_path):
+    """A fresh grading parent (as `python -m mechinterp_edu grade` is) grades every corpus file in
+    turn; its peak resident memory (ru_maxrss), read after each file, stays under 1 GB. A fresh
+    process, because a test worker's own high-water mark carries whatever earlier tests used."""
+    import json
     import subprocess
 
-    code = ("import resource, mechinterp_edu.grader.grade, torch; "
-            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)")
-    return int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                              check=True).stdout.split()[-1])
-
-
-class PeakMemory:
-    """The grading parent's peak memory for one file: the bare parent's baseline plus what grading
-    the file added to this process's peak. The test process's own high-water mark is reset first
-    (/proc/self/clear_refs, Linux >= 4.0), so memory earlier tests used does not count."""
-
-    def __init__(self, baseline_kb: int):
-        self.baseline_kb = baseline_kb
-        Path("/proc/self/clear_refs").write_text("5")
-        self.before_kb = _status_kb("VmRSS")
-
-    def peak_kb(self) -> int:
-        return self.baseline_kb + max(0, _status_kb("VmHWM") - self.before_kb)
+    names = [n for n in sorted(VERDICTS) if n not in SLOW_VERDICTS]
+    script = tmp_path / "peaks.py"
+    script.write_text(
+        "import json, resource, sys\n"
+        f"sys.path.insert(0, {str(ADVERSARIAL)!r})\n"
+        "import grader_toy_spec as spec\n"
+        "from mechinterp_edu.grader.grade import grade_file\n"
+        "from mechinterp_edu.grader.sandbox import Limits\n"
+        "limits = Limits(memory_mb=600, load_timeout_s=20)\n"
+        "for name in json.loads(sys.argv[1]):\n"
+        f"    grade_file({str(ADVERSARIAL)!r} + '/' + name, exercises=spec.CORE, limits=limits)\n"
+        "    print(name, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, flush=True)\n")
+    done = subprocess.run([sys.executable, str(script), json.dumps(names)], capture_output=True,
+                          text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-2000:]
+    peaks = dict(line.rsplit(" ", 1) for line in done.stdout.splitlines() if line.strip())
+    assert sorted(peaks) == names
+    for name, kb in peaks.items():
+        assert int(kb) < PEAK_LIMIT_KB, f"{name}: the grading parent's peak memory reached {int(kb) // 1024} MB"
 
 
 SLOW_VERDICTS = {"fork_bomb.py"}          # runs to its exercise's full timeout
@@ -209,11 +206,8 @@ SLOW_VERDICTS = {"fork_bomb.py"}          # runs to its exercise's full timeout
 @needs_bwrap
 @pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_VERDICTS else n
                                   for n in sorted(VERDICTS)])
-def test_adversarial_verdict(name, cli_baseline_kb):
-    memory = PeakMemory(cli_baseline_kb)
+def test_adversarial_verdict(name):
     report = grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS)
-    peak = memory.peak_kb()
-    assert peak < PEAK_LIMIT_KB, f"{name}: the grader's peak memory reached {peak // 1024} MB"
     assert [r.exercise for r in report.results] == ["attn_scores", "embed_logits", "double"]
     expected = VERDICTS[name]
     for result in report.results:
