@@ -24,24 +24,19 @@ from mechinterp_edu.lesson_source import Lesson, load_lesson
 
 # --------------------------------------------------------------------------- lesson sources
 @st.cache_data(show_spinner=False, max_entries=64)
-def _parse_lesson(path: str, mtime_ns: int) -> Lesson:
-    return load_lesson(Path(path))
+def _parse_lesson(path: str, mtime_ns: int, fill: bool) -> Lesson:
+    return load_lesson(Path(path), fill=fill)
 
 
 def lesson_source(path: Path) -> Lesson:
     """Parse ``path`` (cached until the file changes). Raises LessonFormatError."""
-    return _parse_lesson(str(path), path.stat().st_mtime_ns)
-
-
-@st.cache_data(show_spinner=False, max_entries=64)
-def _outline_lesson(path: str, mtime_ns: int) -> Lesson:
-    return load_lesson(Path(path), fill=False)
+    return _parse_lesson(str(path), path.stat().st_mtime_ns, True)
 
 
 def lesson_outline(path: Path) -> Lesson:
     """The lesson's structure (front matter, steps) without computing its facts: for the course
     map, which must not pay for every lesson's numbers on its first load."""
-    return _outline_lesson(str(path), path.stat().st_mtime_ns)
+    return _parse_lesson(str(path), path.stat().st_mtime_ns, False)
 
 
 # --------------------------------------------------------------------------- models
