@@ -423,3 +423,11 @@ def test_link_from_a_lesson_selects_the_exercise(fixture_course):
     assert_clean(at)
     assert at.selectbox(key="ex::lesson").value == 1
     assert at.selectbox(key="ex::name::1").value == "fake_ex"
+
+
+def test_xdist_groups_are_honoured(request):
+    """Under `--dist loadgroup` xdist tags each grouped test's id with its group; when it does not
+    (pytest 9.2 with xdist 3.8 silently stopped it), grouped tests run on any worker."""
+    if not getattr(request.config.option, "loadgroup", False):
+        pytest.skip("not running under pytest-xdist with --dist loadgroup")
+    assert request.node.nodeid.endswith("@app"), request.node.nodeid

@@ -103,12 +103,35 @@ def skip_trigrams_at_step(tokens, step):
     assert "Your C is B's own token" in feedback(source, 3, "skip_trigrams_at_step")
 
 
-def test_an_unavailable_import_lists_what_may_be_imported():
-    source = "import scipy\n\ndef kron_apply(A, W, X):\n    return A\n"
+ALLOWED_TEXT = "may import only torch, numpy, einops, jaxtyping, transformer_lens and Python's standard library"
+
+
+@pytest.mark.parametrize("line", ["import scipy", "import sympy", "from tqdm import tqdm",
+                                  "pandas = __import__('pandas')", "import streamlit.runtime"])
+def test_an_import_outside_the_allowed_list_is_refused_and_the_list_given(line):
+    """sympy, tqdm, pandas and streamlit are installed (tqdm is even loaded already by torch):
+    graded code still may not import them, as the message says; scipy is not installed."""
+    source = f"{line}\n\ndef kron_apply(A, W, X):\n    return A\n"
     report = grade_source(source, 1, exercises=["kron_apply"])      # in the sandbox
     text = report.results[0].feedback
-    assert "No module named 'scipy'" in text
-    assert "may import only torch, numpy, einops, math, transformer_lens" in text
+    assert not report.results[0].passed
+    assert "is not allowed in graded code" in text and ALLOWED_TEXT in text, text
+
+
+def test_an_import_inside_a_function_is_checked_when_it_runs():
+    source = ("import torch\n\ndef kron_apply(A, W, X):\n    import sympy\n"
+              "    return A @ X @ W.T\n")
+    text = grade_source(source, 1, exercises=["kron_apply"]).results[0].feedback
+    assert "importing 'sympy' is not allowed in graded code" in text, text
+
+
+def test_the_allowed_imports_work():
+    source = ("from __future__ import annotations\nimport math, collections, itertools\nimport numpy as np\n"
+              "import einops\nfrom jaxtyping import Float\nimport torch\nfrom torch import Tensor\n\n"
+              "def kron_apply(A, W, X: Float[Tensor, 'n d']):\n"
+              "    return A @ X @ W.T\n")
+    report = grade_source(source, 1, exercises=["kron_apply"])
+    assert report.results[0].passed, report.results[0].feedback
 
 
 def test_a_txt_file_is_refused_for_its_type(tmp_path):

@@ -330,6 +330,39 @@ def double(x):
     assert report.results[0].passed, report.results[0].feedback
 
 
+def _cgroup_tree(tmp_path, own, subtree=None, v1=False):
+    root = tmp_path / "cgroup"
+    (root / own.lstrip("/")).mkdir(parents=True)
+    if subtree is not None:
+        (root / own.lstrip("/") / "cgroup.subtree_control").write_text(subtree + "\n")
+    if v1:
+        (root / "pids").mkdir()
+        (root / "pids" / "cgroup.procs").write_text("")
+    (tmp_path / "self").write_text(f"0::{own}\n")
+    return str(root), str(tmp_path / "self")
+
+
+def test_the_pids_cgroup_is_found_on_v1_and_on_a_delegated_v2(tmp_path):
+    root, me = _cgroup_tree(tmp_path / "a", "/", v1=True)
+    assert jail.pids_cgroup_base(root, me) == os.path.join(root, "pids")
+    root, me = _cgroup_tree(tmp_path / "b", "/user.slice/grader.scope", subtree="cpu pids memory")
+    assert jail.pids_cgroup_base(root, me) == os.path.join(root, "user.slice/grader.scope")
+    root, me = _cgroup_tree(tmp_path / "c", "/docker/abc", subtree="cpu memory")     # not delegated
+    assert jail.pids_cgroup_base(root, me) is None
+    root, me = _cgroup_tree(tmp_path / "d", "/")                                     # no v2 files
+    assert jail.pids_cgroup_base(root, me) is None
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or jail.pids_cgroup_base() is None,
+                    reason="only root gets a pids cgroup, where the machine has one to give")
+def test_a_task_cgroup_is_made_capped_and_removed():
+    path = jail.task_cgroup()
+    assert path is not None and Path(path).parent == Path(jail.pids_cgroup_base())
+    assert Path(path, "pids.max").read_text().strip() == str(jail.MAX_TASKS)
+    jail.remove_cgroup(path)
+    assert not Path(path).exists()
+
+
 @needs_bwrap
 def test_a_frozen_server_does_not_cost_the_next_file():
     import time

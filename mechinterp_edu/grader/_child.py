@@ -32,7 +32,6 @@ import json
 import os
 import sys
 
-BLOCKED_MODULES = ("mechinterp_edu", "solutions")
 
 
 def _load_learner_io():
@@ -48,6 +47,7 @@ def _load_learner_io():
 
 _io = _load_learner_io()
 exec_sources, run_cases, _type_name = _io.exec_sources, _io.run_cases, _io._type_name
+BLOCKED_MODULES = _io.COURSE_PACKAGES
 
 
 # --------------------------------------------------------------------------- the process

@@ -13,6 +13,41 @@ import traceback
 MAX_ELEMENTS = 20_000_000          # largest array a result may hold (the parent bounds it again)
 MAX_ITEMS = 200_000                # largest set / list result
 MAX_TEXT = 1500                    # longest message / traceback kept
+COURSE_PACKAGES = ("mechinterp_edu", "solutions")       # never importable by graded code
+ALLOWED_PACKAGES = ("torch", "numpy", "einops", "jaxtyping", "transformer_lens")
+
+
+def allowed_imports_text() -> str:
+    return ", ".join(ALLOWED_PACKAGES) + " and Python's standard library"
+
+
+def refused_import(name: str):
+    """The error for a learner's ``import name``, or None when graded code may import it."""
+    top = name.partition(".")[0]
+    if top in COURSE_PACKAGES:
+        return ModuleNotFoundError(f"importing {name!r} is not allowed in graded code: write the "
+                                   "exercise yourself", name=name)
+    if top in ALLOWED_PACKAGES or top in sys.stdlib_module_names or top == "__future__":
+        return None
+    return ModuleNotFoundError(f"importing {name!r} is not allowed in graded code, which may import "
+                               f"only {allowed_imports_text()}", name=name)
+
+
+def _learner_builtins(builtins) -> dict:
+    """The builtins the learner's code sees: the real ones, with its import statements checked
+    (what torch or numpy import in turn is not; the jail hides the course's code anyway)."""
+    real_import = builtins.__import__
+
+    def checked_import(name, globals=None, locals=None, fromlist=(), level=0):
+        if level == 0:
+            error = refused_import(name)
+            if error is not None:
+                raise error
+        return real_import(name, globals, locals, fromlist, level)
+
+    names = dict(vars(builtins))
+    names["__import__"] = checked_import
+    return names
 
 
 # --------------------------------------------------------------------------- helpers
@@ -240,7 +275,7 @@ def exec_sources(sources, continue_on_error, module_name="submission"):
     import types
 
     module = types.ModuleType(module_name)
-    module.__dict__["__builtins__"] = builtins
+    module.__dict__["__builtins__"] = _learner_builtins(builtins)
     module.__dict__["__file__"] = sources[0]["name"] if sources else module_name
     sys.modules[module_name] = module
     learner_files = {s["name"] for s in sources}

@@ -143,8 +143,11 @@ ALLOWED_NOTE = "the grader runs your file on its own, without the course's code 
 def _load_error_feedback(error: dict) -> str:
     message = error.get("message", "")
     if error.get("etype") in ("ModuleNotFoundError", "ImportError"):
-        return (f"your file could not be loaded: {message}. Graded files may import only torch, "
-                f"numpy, einops, math, transformer_lens and Python's standard library ({ALLOWED_NOTE})")
+        from mechinterp_edu.grader._learner_io import allowed_imports_text
+
+        if "may import only" not in message:
+            message += f". Graded files may import only {allowed_imports_text()}"
+        return f"your file could not be loaded: {message} ({ALLOWED_NOTE})"
     if error.get("exit"):
         return ("your file called sys.exit() (or raised SystemExit) while loading: remove it; the "
                 "grader imports your file and calls your functions")

@@ -123,13 +123,32 @@ def nproc_limit(threads: int) -> int:
 MAX_TASKS = 256                 # processes and threads in one jail, when a pids cgroup is available
 
 
-def task_cgroup() -> Optional[str]:
+def pids_cgroup_base(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> Optional[str]:
+    """Where a pids cgroup can be made: the v1 ``pids`` hierarchy, or (cgroup v2) this process's
+    own cgroup when its ``cgroup.subtree_control`` delegates the pids controller to children
+    (as ``systemd-run --scope -p Delegate=yes`` sets up). None when neither is there."""
+    v1 = os.path.join(root, "pids")
+    if os.path.isfile(os.path.join(v1, "cgroup.procs")):
+        return v1
+    try:
+        with open(self_cgroup) as fh:
+            own = next((line[3:].strip() for line in fh if line.startswith("0::")), None)
+        if own is None:
+            return None
+        base = os.path.join(root, own.lstrip("/"))
+        with open(os.path.join(base, "cgroup.subtree_control")) as fh:
+            return base if "pids" in fh.read().split() else None
+    except OSError:
+        return None
+
+
+def task_cgroup(base: Optional[str] = None) -> Optional[str]:
     """A fresh pids cgroup capped at MAX_TASKS, for root only: the kernel does not apply
     RLIMIT_NPROC to root, so there the cgroup caps processes and threads. None if unavailable."""
     if os.geteuid() != 0:
         return None
-    base = "/sys/fs/cgroup/pids"                     # cgroup v1; v2 needs delegation, not tried
-    if not os.path.isdir(base):
+    base = base or pids_cgroup_base()
+    if base is None:
         return None
     for stale in glob.glob(os.path.join(base, "mechinterp-grader-*")):     # left by killed graders
         owner = os.path.basename(stale).split("-")[2]
