@@ -61,7 +61,7 @@ VERDICTS = {
     # monkeypatching torch / numpy / the grader
     "patch_allclose.py": attn_fails("all zeros"),
     "patch_numpy_savez.py": all_fail("could not read what your file did"),
-    "patch_grader.py": all_fail("importing 'mechinterp_edu' is not allowed"),
+    "patch_grader.py": all_fail("importing 'mechinterp_edu.grader.compare' is not allowed"),
     # getting the answer from the course instead of computing it
     "import_reference.py": attn_fails("importing 'mechinterp_edu' is not allowed"),
     "import_solutions.py": attn_fails("importing 'solutions' is not allowed"),
@@ -199,56 +199,84 @@ def test_peak_probe_sees_a_fresh_process_growth_and_not_its_starter(tmp_path):
     assert after - before > 290 * 1024
 
 
-@needs_bwrap
-def test_parent_peak_memory_stays_under_1_gb_on_every_corpus_file(tmp_path):
-    """A fresh grading parent (as `python -m mechinterp_edu grade` is) grades every corpus file in
-    turn; its own peak resident memory (VmHWM), read after each file, stays under 1 GB."""
+SLOW_VERDICTS = {"fork_bomb.py"}          # runs to its exercise's full timeout
+CORPUS_GROUP = pytest.mark.xdist_group("corpus")   # one worker grades the corpus once (below)
+
+
+@pytest.fixture(scope="module")
+def corpus_run(tmp_path_factory) -> dict:
+    """Every corpus file but the slow ones, graded in turn by ONE fresh grading process (as
+    `python -m mechinterp_edu grade` is): {name: (report dict, the process's peak RSS in kB just
+    after that file)}. The verdict tests and the memory test read it, so each file is graded once."""
     import json
     import subprocess
 
     names = [n for n in sorted(VERDICTS) if n not in SLOW_VERDICTS]
-    script = tmp_path / "peaks.py"
+    script = tmp_path_factory.mktemp("corpus") / "grade_corpus.py"
     script.write_text(
         "import json, sys\n" + PEAK_PROBE +
         f"sys.path.insert(0, {str(ADVERSARIAL)!r})\n"
         "import grader_toy_spec as spec\n"
         "from mechinterp_edu.grader.grade import grade_file\n"
         "from mechinterp_edu.grader.sandbox import Limits\n"
-        "limits = Limits(memory_mb=600, load_timeout_s=20)\n"
+        f"limits = Limits(memory_mb={LIMITS.memory_mb}, load_timeout_s={LIMITS.load_timeout_s})\n"
         "for name in json.loads(sys.argv[1]):\n"
-        f"    grade_file({str(ADVERSARIAL)!r} + '/' + name, exercises=spec.CORE, limits=limits)\n"
-        "    print(name, peak_kb(), flush=True)\n")
+        f"    report = grade_file({str(ADVERSARIAL)!r} + '/' + name, exercises=spec.CORE, limits=limits)\n"
+        "    print(json.dumps([name, report.to_dict(), peak_kb()]), flush=True)\n")
     done = subprocess.run([sys.executable, str(script), json.dumps(names)], capture_output=True,
                           text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-2000:]
-    peaks = dict(line.rsplit(" ", 1) for line in done.stdout.splitlines() if line.strip())
-    assert sorted(peaks) == names
-    for name, kb in peaks.items():
-        assert int(kb) < PEAK_LIMIT_KB, f"{name}: the grading parent's peak memory reached {int(kb) // 1024} MB"
-    print("grading parent's peak memory over the corpus:", max(map(int, peaks.values())) // 1024, "MB")
+    graded = {}
+    for line in done.stdout.splitlines():
+        if line.startswith("["):
+            name, report, kb = json.loads(line)
+            graded[name] = (report, kb)
+    return {"graded": graded, "returncode": done.returncode, "stderr": done.stderr[-2000:]}
 
 
-SLOW_VERDICTS = {"fork_bomb.py"}          # runs to its exercise's full timeout
+def check_verdict(name: str, report: dict) -> None:
+    results = report["results"]
+    assert [r["exercise"] for r in results] == ["attn_scores", "embed_logits", "double"]
+    expected = VERDICTS[name]
+    for result in results:
+        want, feedback = expected[result["exercise"]], result["feedback"]
+        if want is OK:
+            assert result["passed"], f"{name}: {result['exercise']} should pass: {feedback}"
+            assert result["score"] == result["max_score"]
+        else:
+            assert not result["passed"], f"{name}: {result['exercise']} must not pass"
+            assert result["score"] == 0
+            wants = want if isinstance(want, tuple) else (want,)
+            assert any(w in feedback for w in wants), f"{name}: {result['exercise']}: {feedback!r}"
+    assert report["score"] == sum(r["max_score"] for r in results if expected[r["exercise"]] is OK)
 
 
 @needs_bwrap
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_VERDICTS else n
-                                  for n in sorted(VERDICTS)])
-def test_adversarial_verdict(name):
-    report = grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS)
-    assert [r.exercise for r in report.results] == ["attn_scores", "embed_logits", "double"]
-    expected = VERDICTS[name]
-    for result in report.results:
-        want = expected[result.exercise]
-        if want is OK:
-            assert result.passed, f"{name}: {result.exercise} should pass: {result.feedback}"
-            assert result.score == result.max_score
-        else:
-            assert not result.passed, f"{name}: {result.exercise} must not pass"
-            assert result.score == 0
-            wants = want if isinstance(want, tuple) else (want,)
-            assert any(w in result.feedback for w in wants), f"{name}: {result.exercise}: {result.feedback!r}"
-    assert report.score == sum(r.max_score for r in report.results if expected[r.exercise] is OK)
+@CORPUS_GROUP
+def test_parent_peak_memory_stays_under_1_gb_on_every_corpus_file(corpus_run):
+    """The grading parent's own peak resident memory (VmHWM), read after each corpus file, stays
+    under 1 GB, and the process grades the whole corpus without dying."""
+    assert corpus_run["returncode"] == 0, corpus_run["stderr"]
+    peaks = {name: kb for name, (_, kb) in corpus_run["graded"].items()}
+    assert sorted(peaks) == [n for n in sorted(VERDICTS) if n not in SLOW_VERDICTS]
+    for name, kb in peaks.items():
+        assert kb < PEAK_LIMIT_KB, f"{name}: the grading parent's peak memory reached {kb // 1024} MB"
+    print("grading parent's peak memory over the corpus:", max(peaks.values()) // 1024, "MB")
+
+
+@needs_bwrap
+@CORPUS_GROUP
+@pytest.mark.parametrize("name", sorted(set(VERDICTS) - SLOW_VERDICTS))
+def test_adversarial_verdict(name, corpus_run):
+    assert name in corpus_run["graded"], (f"the grading process stopped before {name} "
+                                          f"(exit {corpus_run['returncode']}): {corpus_run['stderr']}")
+    check_verdict(name, corpus_run["graded"][name][0])
+
+
+@needs_bwrap
+@pytest.mark.slow
+@pytest.mark.parametrize("name", sorted(SLOW_VERDICTS))
+def test_slow_adversarial_verdict(name):
+    check_verdict(name, grade_file(ADVERSARIAL / name, exercises=spec.CORE, limits=LIMITS).to_dict())
 
 
 # protocol-level attacks that need no jail to be contained: the fallback grades them the same
