@@ -1,7 +1,9 @@
 """The app in a real browser: `streamlit run app.py` on a free port, every page opened in Chromium.
 
 * Every page (the URL paths of st.navigation) cold (first visit after the server started) and
-  warm (a new session), then every step of every lesson: no exception element, no KaTeX error,
+  warm (a new session), then every other step of every lesson (a lesson page shows its first
+  step; the steps run on a server of their own, so a lesson's second step is its first visit
+  there and carries the lesson's loading): no exception element, no KaTeX error,
   no raw ``$...$`` in rendered text, no chart, equation or metric wider than the main column.
 * Changing a control (a widget re-run) on a lesson step with a live chart.
 * Classroom mode at 1280x720 (lessons 1 and 4, every slide; all lessons with
@@ -202,14 +204,15 @@ LAYOUT_PROBLEMS = """(slack) => {
 
 def wait_until_idle(page, timeout_s: float = PAGE_IDLE_S, t0: float | None = None) -> float:
     """Until the script has finished (stApp's script state is notRunning), nothing is still
-    loading (no status widget, skeleton or spinner), the main block has content, and all of
-    that has held for STABLE_S seconds. Returns the seconds from ``t0`` to the moment it became
-    still (the STABLE_S wait is not counted)."""
+    loading (no status widget, skeleton or spinner) and every visible chart is drawn, the main
+    block has content, and all of that has held for STABLE_S seconds. Returns the seconds from
+    ``t0`` to the moment it became still (the STABLE_S wait is not counted)."""
     t0 = time.monotonic() if t0 is None else t0
     deadline = time.monotonic() + timeout_s
     stable_since = None
+    state = (False, True, False)
     while time.monotonic() < deadline:
-        finished, busy, content = page.evaluate(IDLE_STATE)
+        state = finished, busy, content = page.evaluate(IDLE_STATE)
         if finished and not busy and content:
             stable_since = stable_since or time.monotonic()
             if time.monotonic() - stable_since >= STABLE_S:
@@ -217,7 +220,22 @@ def wait_until_idle(page, timeout_s: float = PAGE_IDLE_S, t0: float | None = Non
         else:
             stable_since = None
         page.wait_for_timeout(100)
-    raise AssertionError(f"{page.url} was still running after {timeout_s:.0f} s")
+    finished, busy, content = state
+    why = [w for w, bad in (("the script was still running", not finished),
+                            ("something was still loading or a chart was not drawn", busy),
+                            ("the main block was empty", not content)) if bad]
+    raise AssertionError(f"{page.url} was not idle after {timeout_s:.0f} s: {'; '.join(why)}")
+
+
+def wait_for_run_start(page, timeout_s: float = 2.0) -> None:
+    """After a widget changed: until its re-run has begun (script state no longer notRunning), so
+    that an idle wait does not return on the page as it was. A run so quick that it began and
+    ended between two looks is let through after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if not page.evaluate(IDLE_STATE)[0]:
+            return
+        page.wait_for_timeout(20)
 
 
 def page_urls() -> list[str]:
@@ -335,6 +353,9 @@ def test_every_page_cold_then_warm(server, browser, timings):
                 timings.add(f"{kind} page", name, seconds)
                 assert_page_is_right(page, f"/{url_path} ({kind})")
                 assert page.locator("h1, h2, h3").count() >= 1, f"/{url_path} has no heading"
+                if url_path.startswith("lesson-"):      # the lesson's first step (the step walk skips it)
+                    assert page.locator('[data-testid="stMain"] h2').first.inner_text(), \
+                        f"/{url_path} shows no step heading"
                 if url_path == "" and importlib.util.find_spec("mechinterp_edu.grader.progress"):   # seeded store
                     assert "No progress recorded yet" not in page.locator('[data-testid="stMain"]').inner_text()
                     assert "kron_apply" in page.content()
@@ -414,7 +435,7 @@ def test_widget_rerun_on_a_step_with_a_live_chart(server, browser, timings):
                 what = _change_first_control(page)
                 if not what:
                     break
-                page.wait_for_timeout(50)
+                wait_for_run_start(page)
                 seconds = wait_until_idle(page, t0=t0)
                 timings.add("widget re-run", f"{lesson_url(lesson)}?step={step.key} ({what})", seconds)
                 assert_page_is_right(page, f"/{lesson_url(lesson)}?step={step.key} after changing a {what}")

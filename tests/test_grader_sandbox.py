@@ -185,16 +185,18 @@ def test_peak_probe_sees_a_fresh_process_growth_and_not_its_starter(tmp_path):
     import subprocess
 
     script = tmp_path / "probe.py"
-    script.write_text(PEAK_PROBE + "print(peak_kb())\n"
+    script.write_text("import resource\n" + PEAK_PROBE +
+                      "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, peak_kb())\n"
                       "block = bytearray(300 * 2**20)\n"
                       "for i in range(0, len(block), 4096): block[i] = 1\n"
                       "print(peak_kb())\n")
     ballast = bytearray(400 * 2**20)                  # this worker is now over 400 MB at least
     for i in range(0, len(ballast), 4096):
         ballast[i] = 1
-    before, after = map(int, subprocess.run([sys.executable, str(script)], capture_output=True,
-                                            text=True, timeout=60, check=True).stdout.split())
+    maxrss, before, after = map(int, subprocess.run([sys.executable, str(script)], capture_output=True,
+                                                    text=True, timeout=60, check=True).stdout.split())
     del ballast
+    assert maxrss > 400 * 1024, "ru_maxrss no longer carries the starter's peak: the probe could use it"
     assert before < 100 * 1024, f"a bare Python process reported a peak of {before // 1024} MB"
     assert after - before > 290 * 1024
 
@@ -223,14 +225,19 @@ def corpus_run(tmp_path_factory) -> dict:
         "for name in json.loads(sys.argv[1]):\n"
         f"    report = grade_file({str(ADVERSARIAL)!r} + '/' + name, exercises=spec.CORE, limits=limits)\n"
         "    print(json.dumps([name, report.to_dict(), peak_kb()]), flush=True)\n")
-    done = subprocess.run([sys.executable, str(script), json.dumps(names)], capture_output=True,
-                          text=True, timeout=900)
+    try:
+        done = subprocess.run([sys.executable, str(script), json.dumps(names)], capture_output=True,
+                              text=True, timeout=900)
+        stdout, stderr, code = done.stdout, done.stderr, done.returncode
+    except subprocess.TimeoutExpired as exc:       # what was graded still counts; the rest fail
+        as_text = lambda b: b.decode(errors="replace") if isinstance(b, bytes) else (b or "")  # noqa: E731
+        stdout, stderr, code = as_text(exc.stdout), as_text(exc.stderr) + "\n(timed out after 900 s)", "timeout"
     graded = {}
-    for line in done.stdout.splitlines():
+    for line in stdout.splitlines():
         if line.startswith("["):
             name, report, kb = json.loads(line)
             graded[name] = (report, kb)
-    return {"graded": graded, "returncode": done.returncode, "stderr": done.stderr[-2000:]}
+    return {"graded": graded, "returncode": code, "stderr": stderr[-2000:]}
 
 
 def check_verdict(name: str, report: dict) -> None:
@@ -358,11 +365,12 @@ def double(x):
     assert report.results[0].passed, report.results[0].feedback
 
 
-def _cgroup_tree(tmp_path, own, subtree=None, v1=False):
+def _cgroup_tree(tmp_path, own, controllers=None, v1=False):
     root = tmp_path / "cgroup"
     (root / own.lstrip("/")).mkdir(parents=True)
-    if subtree is not None:
-        (root / own.lstrip("/") / "cgroup.subtree_control").write_text(subtree + "\n")
+    if controllers is not None:
+        (root / own.lstrip("/") / "cgroup.controllers").write_text(controllers + "\n")
+        (root / own.lstrip("/") / "cgroup.subtree_control").write_text("\n")
     if v1:
         (root / "pids").mkdir()
         (root / "pids" / "cgroup.procs").write_text("")
@@ -371,21 +379,28 @@ def _cgroup_tree(tmp_path, own, subtree=None, v1=False):
 
 
 def test_the_pids_cgroup_is_found_on_v1_and_on_a_delegated_v2(tmp_path):
+    """On a model of the cgroup files (these machines run v1, so v2 is not met for real here)."""
     root, me = _cgroup_tree(tmp_path / "a", "/", v1=True)
     assert jail.pids_cgroup_base(root, me) == os.path.join(root, "pids")
-    root, me = _cgroup_tree(tmp_path / "b", "/user.slice/grader.scope", subtree="cpu pids memory")
-    assert jail.pids_cgroup_base(root, me) == os.path.join(root, "user.slice/grader.scope")
-    root, me = _cgroup_tree(tmp_path / "c", "/docker/abc", subtree="cpu memory")     # not delegated
+    root, me = _cgroup_tree(tmp_path / "b", "/user.slice/grader.scope", controllers="cpu pids")
+    base = os.path.join(root, "user.slice/grader.scope")
+    assert jail.pids_cgroup_base(root, me) == base
+    jail._enable_pids_for_children(base)              # what task_cgroup does before making a child
+    assert Path(base, "cgroup.subtree_control").read_text() == "+pids"
+    root, me = _cgroup_tree(tmp_path / "c", "/docker/abc", controllers="cpu memory")     # no pids
     assert jail.pids_cgroup_base(root, me) is None
-    root, me = _cgroup_tree(tmp_path / "d", "/")                                     # no v2 files
+    root, me = _cgroup_tree(tmp_path / "d", "/")                                        # no v2 files
     assert jail.pids_cgroup_base(root, me) is None
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or jail.pids_cgroup_base() is None,
                     reason="only root gets a pids cgroup, where the machine has one to give")
 def test_a_task_cgroup_is_made_capped_and_removed():
+    base = jail.pids_cgroup_base()
+    if not os.access(base, os.W_OK):
+        pytest.skip(f"{base} is not writable here (a read-only cgroup mount)")
     path = jail.task_cgroup()
-    assert path is not None and Path(path).parent == Path(jail.pids_cgroup_base())
+    assert path is not None and Path(path).parent == Path(base)
     assert Path(path, "pids.max").read_text().strip() == str(jail.MAX_TASKS)
     jail.remove_cgroup(path)
     assert not Path(path).exists()

@@ -125,8 +125,9 @@ MAX_TASKS = 256                 # processes and threads in one jail, when a pids
 
 def pids_cgroup_base(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/self/cgroup") -> Optional[str]:
     """Where a pids cgroup can be made: the v1 ``pids`` hierarchy, or (cgroup v2) this process's
-    own cgroup when its ``cgroup.subtree_control`` delegates the pids controller to children
-    (as ``systemd-run --scope -p Delegate=yes`` sets up). None when neither is there."""
+    own cgroup when the pids controller is available in it (``cgroup.controllers``: a delegated
+    cgroup, as ``systemd-run --scope -p Delegate=yes`` makes). None when neither is there.
+    (The v2 path is checked on a model of the files only: the machines here run cgroup v1.)"""
     v1 = os.path.join(root, "pids")
     if os.path.isfile(os.path.join(v1, "cgroup.procs")):
         return v1
@@ -136,10 +137,21 @@ def pids_cgroup_base(root: str = "/sys/fs/cgroup", self_cgroup: str = "/proc/sel
         if own is None:
             return None
         base = os.path.join(root, own.lstrip("/"))
-        with open(os.path.join(base, "cgroup.subtree_control")) as fh:
+        with open(os.path.join(base, "cgroup.controllers")) as fh:
             return base if "pids" in fh.read().split() else None
     except OSError:
         return None
+
+
+def _enable_pids_for_children(base: str) -> None:
+    """cgroup v2: children get a pids.max file only once their parent's subtree_control names
+    pids (pids, unlike memory, may be enabled in a cgroup that holds processes)."""
+    control = os.path.join(base, "cgroup.subtree_control")
+    if os.path.isfile(control):
+        with open(control) as fh:
+            if "pids" not in fh.read().split():
+                with open(control, "w") as out:
+                    out.write("+pids")
 
 
 def task_cgroup(base: Optional[str] = None) -> Optional[str]:
@@ -156,6 +168,7 @@ def task_cgroup(base: Optional[str] = None) -> Optional[str]:
             remove_cgroup(stale)
     path = os.path.join(base, f"mechinterp-grader-{os.getpid()}-{len(os.listdir(base))}")
     try:
+        _enable_pids_for_children(base)
         os.mkdir(path)
         Path(path, "pids.max").write_text(str(MAX_TASKS))
     except OSError:
