@@ -154,12 +154,12 @@ def _enable_pids_for_children(base: str) -> None:
                     out.write("+pids")
 
 
-def task_cgroup(base: Optional[str] = None) -> Optional[str]:
+def task_cgroup() -> Optional[str]:
     """A fresh pids cgroup capped at MAX_TASKS, for root only: the kernel does not apply
     RLIMIT_NPROC to root, so there the cgroup caps processes and threads. None if unavailable."""
     if os.geteuid() != 0:
         return None
-    base = base or pids_cgroup_base()
+    base = pids_cgroup_base()
     if base is None:
         return None
     for stale in glob.glob(os.path.join(base, "mechinterp-grader-*")):     # left by killed graders
