@@ -228,6 +228,17 @@ def test_every_chart_of_the_lesson_renders_on_the_toy():
     assert verdicts and not verdicts[0].passed
 
 
+def test_a_zoo_model_without_the_ioi_words_falls_back_to_ioi_small():
+    """copy_suppressor has a word vocabulary (names and topics) but not the IOI sentences' words:
+    the page says so and uses ioi_small instead of failing to encode the prompts."""
+    from mechinterp_edu.lessons.ioi_scores import charts
+
+    model, note = charts._model("copy_suppressor")
+    assert model.ioi_vocab.words == charts._model("ioi_small")[0].ioi_vocab.words
+    charts._encode(model, charts.ioi_data.sample_prompts(4, seed=0))      # reads IOI prompts
+    assert "copy_suppressor does not read IOI prompts" in note
+
+
 def test_bad_head_text_gives_a_message_not_a_traceback():
     from mechinterp_edu.live import compute
 

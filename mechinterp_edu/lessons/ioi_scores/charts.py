@@ -59,10 +59,11 @@ def _model(name: str) -> tuple[Any, str]:
         try:
             with contextlib.redirect_stdout(io.StringIO()):
                 other = load_model(name, device=get_device())
-            if getattr(other, "ioi_vocab", None) is not None:
+            vocab = getattr(other, "ioi_vocab", None)
+            if vocab is not None and set(ioi_data.build_vocab()) <= set(vocab.words):
                 return other, ""
-            note = (f"The model {name} does not read IOI prompts (it has no word vocabulary); "
-                    "the page uses ioi_small.")
+            note = (f"The model {name} does not read IOI prompts (its vocabulary lacks the IOI "
+                    "sentences' words); the page uses ioi_small.")
         except (CheckpointError, KeyError, ValueError) as exc:
             note = f"The model {name} cannot be loaded here ({exc}); the page uses ioi_small."
     with contextlib.redirect_stdout(io.StringIO()):   # the bridge prints device/dtype moves
