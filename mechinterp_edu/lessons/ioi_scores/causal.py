@@ -28,6 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechinterp_edu.lessons.ioi_scores.forward import gelu_new, ln_scale
+
 WEIGHT_NAMES: tuple[str, ...] = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "b_Q", "b_K", "b_V", "W_O", "b_O",
                                  "W_in", "b_in", "W_out", "b_out", "W_U", "b_U")
 EPS = 1e-5
@@ -50,13 +52,10 @@ def weights_of(model, dtype: Optional[torch.dtype] = None) -> dict[str, Tensor]:
 
 
 def _ln(x: Tensor, eps: float, frozen: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
-    centred = x - x.mean(-1, keepdim=True)
-    scale = frozen if frozen is not None else (centred.pow(2).mean(-1, keepdim=True) + eps).sqrt()
-    return centred / scale, scale
-
-
-def _gelu_new(x: Tensor) -> Tensor:
-    return 0.5 * x * (1.0 + torch.tanh(math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))))
+    """Folded LayerNorm (normalised x, scale); with ``frozen``, that scale instead of x's own."""
+    if frozen is None:
+        return ln_scale(x, eps)
+    return (x - x.mean(-1, keepdim=True)) / frozen, frozen
 
 
 ZEdit = Callable[[int, Tensor, Tensor], Tensor]   # (layer, z [b,s,h,e], pattern [b,h,q,k]) -> z
@@ -100,7 +99,7 @@ def run(w: dict[str, Tensor], tokens: Int[Tensor, "batch seq"], edit_z: Optional
         cache[f"z.{l}"], cache[f"pattern.{l}"] = z, pattern
         x = x + torch.einsum("bshe,hed->bsd", z, w["W_O"][l]) + w["b_O"][l]
         normed, cache[f"ln2.{l}"] = _ln(x, eps, fs.get(f"ln2.{l}"))
-        x = x + _gelu_new(normed @ w["W_in"][l] + w["b_in"][l]) @ w["W_out"][l] + w["b_out"][l]
+        x = x + gelu_new(normed @ w["W_in"][l] + w["b_in"][l]) @ w["W_out"][l] + w["b_out"][l]
     cache["resid_final"] = x
     cache["ln_final"] = _ln(x, eps, fs.get("ln_final"))[1]
     return x, cache
@@ -277,9 +276,7 @@ def path_patch_query_hooked(model, clean_tokens, corrupt_tokens, end, io, s, sen
     _, corrupt = model.run_with_cache(corrupt_tokens, names_filter=lambda n: n == names[0])
     rows = torch.arange(clean_tokens.shape[0])
     delta = (corrupt[names[0]][rows, end, h1] - clean[names[0]][rows, end, h1]) @ model.W_O[l1, h1]
-    x = clean[names[1]][rows, end] + delta
-    x = x - x.mean(-1, keepdim=True)
-    x = x / (x.pow(2).mean(-1, keepdim=True) + model.cfg.eps).sqrt()
+    x = ln_scale(clean[names[1]][rows, end] + delta, model.cfg.eps)[0]
     new_q = x @ model.W_Q[l2, h2] + model.b_Q[l2, h2]
 
     def hook(q, hook):
@@ -328,13 +325,16 @@ def ablate_head_hooked(model, tokens, end, io, s, layer: int, head: int, mode: s
     _, cache = model.run_with_cache(tokens, names_filter=lambda n: n == name)
     z = cache[name]
     fill = z[:, :, head].mean(0) if mode == "mean" else torch.zeros_like(z[0, :, head])
+    return _bridge_diff(model, tokens, end, io, s, [(name, z_fill_hook(head, fill))])
 
-    def hook(value, hook):
-        value = value.clone()
-        value[:, :, head] = fill
-        return value
 
-    return _bridge_diff(model, tokens, end, io, s, [(name, hook)])
+def z_fill_hook(head: int, fill: Float[Tensor, "seq d_head"]):
+    """A ``hook_z`` hook that sets one head's z to ``fill`` at every prompt (cut to the run's length)."""
+    def hook(z, hook=None):
+        z = z.clone()
+        z[:, :, head] = fill[: z.shape[1]].to(z.dtype)
+        return z
+    return hook
 
 
 @torch.no_grad()

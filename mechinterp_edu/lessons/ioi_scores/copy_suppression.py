@@ -29,6 +29,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from mechinterp_edu.lessons.ioi_scores.causal import z_fill_hook
+from mechinterp_edu.lessons.ioi_scores.forward import ln_scale
 from mechinterp_edu.lessons.ioi_scores.reference import four_terms, share_explained
 
 
@@ -46,8 +48,7 @@ def _check_head(model, layer: int, head: int) -> None:
 
 def ln(x: Float[Tensor, "... d"], eps: float = 1e-5) -> Float[Tensor, "... d"]:
     """Folded LayerNorm: centre, divide by the root-mean-square."""
-    c = x - x.mean(-1, keepdim=True)
-    return c / (c.pow(2).mean(-1, keepdim=True) + eps).sqrt()
+    return ln_scale(x, eps)[0]
 
 
 def _param(t) -> Tensor:
@@ -120,14 +121,6 @@ def expected_calibration_error(probs: Float[Tensor, "b v"], answers: Int[Tensor,
     return float(((acc - cf).abs()).sum() / len(conf))
 
 
-def _ablation_hook(head: int, mean_z: Tensor):
-    def hook(z, hook=None):
-        z = z.clone()
-        z[:, :, head] = mean_z[: z.shape[1]].to(z.dtype)
-        return z
-    return hook
-
-
 @torch.no_grad()
 def behaviour(model, layer: int, head: int, tokens: Int[Tensor, "b seq"], answers: Int[Tensor, "b"],
               name_ids: Int[Tensor, "n"], reference: Optional[Int[Tensor, "r seq"]] = None) -> dict[str, float]:
@@ -143,7 +136,7 @@ def behaviour(model, layer: int, head: int, tokens: Int[Tensor, "b seq"], answer
     logits, cache = model.run_with_cache(tokens)
     ref_z = cache[hook_name] if reference is None else model.run_with_cache(reference.to(device))[1][hook_name]
     mean_z = ref_z[:, :, head].mean(0)                                             # [seq, d_head]
-    ablated = model.run_with_hooks(tokens, fwd_hooks=[(hook_name, _ablation_hook(head, mean_z))])
+    ablated = model.run_with_hooks(tokens, fwd_hooks=[(hook_name, z_fill_hook(head, mean_z))])
     end = tokens.shape[1] - 1
     W_U = model.W_U.detach()
     lens = ln(cache[f"blocks.{layer}.hook_resid_pre"][:, end], _eps(model)) @ W_U + model.b_U.detach()

@@ -99,18 +99,3 @@ def bilinear_share_draws(x_q: Float[Tensor, "d"], x_k: Float[Tensor, "d"], draws
     term = (u @ x_q) * (m @ x_k) * torch.einsum("nd,de,ne->n", u, B, m)
     return term / (x_q @ B @ x_k)
 
-
-def spread_ratio(x_q: Tensor, x_k: Tensor, draws: int = 200_000, seed: int = 0) -> float:
-    """The sd of one draw's share over its mean (1/d^2)."""
-    s = bilinear_share_draws(x_q, x_k, draws, seed)
-    return float(s.std() / (1.0 / x_q.shape[-1] ** 2))
-
-
-def band_text(null: dict, fmt: str = ".4f") -> str:
-    return f"{null['mean']:{fmt}} [{null['lo']:{fmt}}, {null['hi']:{fmt}}]"
-
-
-def beta_cos2_var(d: int) -> float:
-    """Variance of cos^2 between a fixed vector and a uniform direction in R^d."""
-    return 2 * (d - 1) / (d * d * (d + 2))
-
