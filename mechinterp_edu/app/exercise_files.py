@@ -66,15 +66,15 @@ def upload_to_source(name: str, data: bytes) -> str:
 
 def notebook_to_source(text: str, name: str = "notebook") -> str:
     """The cells the grader would run (its own parser: ``graded`` tags, magics, bad cells)."""
-    from mechinterp_edu.grader.sources import notebook_submission
+    from mechinterp_edu.grader.sources import MAGIC_PLACEHOLDER, notebook_submission
 
     sub = notebook_submission(text, name)
     if sub.problem:
         raise ExerciseFileError(sub.problem)
     if not sub.sources:
         raise ExerciseFileError(f"{name} has no code cells. Write your functions in code cells and upload again.")
-    placeholder = "pass  # IPython-only line removed by the grader"     # top-level ones only
-    cells = ["\n".join(line for line in s["code"].splitlines() if line != placeholder).strip("\n")
+    cells = ["\n".join(line for line in s["code"].splitlines()       # top-level placeholders only
+                       if line != MAGIC_PLACEHOLDER).strip("\n")
              for s in sub.sources]
     return "\n\n\n".join(c for c in cells if c) + "\n"
 

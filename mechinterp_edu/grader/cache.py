@@ -39,9 +39,6 @@ def cache_dir() -> Optional[Path]:
     return cache_paths.cache_dir(ENV_VAR, "grader")   # ~/.cache/mechinterp_edu/grader on Linux
 
 
-_PKG_MEMO: dict = {}
-
-
 def package_fingerprint() -> str:
     """Hash of (path, size, mtime) of every file in the mechinterp_edu package."""
     import mechinterp_edu

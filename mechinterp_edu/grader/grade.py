@@ -175,82 +175,78 @@ def _grade_submission(sub: Submission, lesson, exercises: ExerciseSelection, san
     runner = None
     if sandbox and not sub.problem and sub.sources:
         runner = SandboxRunner(sub.sources, sub.continue_on_error, limits)   # starts importing torch now
-    try:
-        chosen = resolve_exercises(lesson_number, exercises)
-        if lesson_number is None and chosen:
-            lesson_number = chosen[0].lesson
-        report = FileReport(file_label, lesson_number, 0, sum(e.points for e in chosen),
-                            notes=list(sub.notes))
-        if not chosen:
-            return report
-        results: dict[int, ExerciseResult] = {}
-        if sub.problem or not sub.sources:
-            problem = sub.problem or "the notebook has no code cells to grade"
-            for i, ex in enumerate(chosen):
-                results[i] = ExerciseResult(ex.name, False, 0, ex.points, problem)
-        else:
-            device = _device_name()
-            prepared = [_prepare(ex, device) for ex in chosen]
-            runnable = [i for i, p in enumerate(prepared) if not p.error]
-            for i, p in enumerate(prepared):
-                if p.error:
-                    results[i] = ExerciseResult(p.exercise.name, False, 0, p.exercise.points, p.error)
-            job, inputs = [], {}
-            for i in runnable:
-                p = prepared[i]
-                job.append({"name": p.exercise.name, "output": p.exercise.output, "cases": p.specs})
-                inputs.update(p.arrays)
-            timeouts = [limits.exercise_timeout(prepared[i].exercise.timeout_s) for i in runnable]
-            run = RunResult([], [])
-            if runnable:
-                expected = [[d.expected for d in prepared[i].data] for i in runnable]
-                try:
-                    if runner is not None:
-                        run = runner.run(job, inputs, timeouts, device, expected)
-                    else:
-                        run = run_in_process(sub.sources, sub.continue_on_error, job, inputs, device,
-                                             expected)
-                except Exception as exc:  # noqa: BLE001 - the grader's failure, said per exercise
-                    message = f"grader error: running the file failed ({type(exc).__name__}: {exc})"
-                    run = RunResult([], [ExerciseRun("grader_error", message=message) for _ in runnable])
-            fatal = ""
-            if run.load_errors and not sub.continue_on_error:
-                fatal = _load_error_feedback(run.load_errors[0])
-            cell_notes = [f"note: {e.get('source', 'a cell')} raised {e.get('message', e.get('etype', ''))}"
-                          for e in run.load_errors] if sub.continue_on_error else []
-            for slot, i in enumerate(runnable):
-                p = prepared[i]
-                ex_run = run.exercises[slot]
-                if fatal:
-                    passed, feedback = False, fatal
-                elif ex_run.status == "load_failed" and ex_run.message:
-                    passed, feedback = False, ex_run.message
-                else:
-                    if p.exercise.compare is not None and p.real_cases() is None:
-                        results[i] = ExerciseResult(p.exercise.name, False, 0, p.exercise.points,
-                                                    "grader error: the cases could not be rebuilt")
-                        continue
-                    try:
-                        passed, feedback = assess(
-                            p.exercise, p.data, ex_run,
-                            mistake_outputs=lambda p=p: _mistake_outputs(p),
-                            terms_for=lambda j, p=p: _terms(p, j),
-                            to_torch=lambda v, p=p: _to_torch(v, p.exercise.output),
-                            memory_mb=limits.memory_mb)
-                    except Exception as exc:  # noqa: BLE001 - one exercise's grader error, not the file's
-                        passed, feedback = False, (f"grader error while checking `{p.exercise.name}`: "
-                                                   f"{type(exc).__name__}: {exc}")
-                    if not passed and (cell_notes or sub.notes):
-                        feedback = "\n".join([feedback, *sub.notes, *cell_notes])
-                results[i] = ExerciseResult(p.exercise.name, passed, p.exercise.points if passed else 0,
-                                            p.exercise.points, feedback)
-        report.results = [results[i] for i in range(len(chosen))]
-        report.score = sum(r.score for r in report.results)
-        report.seconds = time.perf_counter() - start
+    chosen = resolve_exercises(lesson_number, exercises)
+    if lesson_number is None and chosen:
+        lesson_number = chosen[0].lesson
+    report = FileReport(file_label, lesson_number, 0, sum(e.points for e in chosen),
+                        notes=list(sub.notes))
+    if not chosen:
         return report
-    finally:
-        if runner is not None:
-            runner.close()
+    results: dict[int, ExerciseResult] = {}
+    if sub.problem or not sub.sources:
+        problem = sub.problem or "the notebook has no code cells to grade"
+        for i, ex in enumerate(chosen):
+            results[i] = ExerciseResult(ex.name, False, 0, ex.points, problem)
+    else:
+        device = _device_name()
+        prepared = [_prepare(ex, device) for ex in chosen]
+        runnable = [i for i, p in enumerate(prepared) if not p.error]
+        for i, p in enumerate(prepared):
+            if p.error:
+                results[i] = ExerciseResult(p.exercise.name, False, 0, p.exercise.points, p.error)
+        job, inputs = [], {}
+        for i in runnable:
+            p = prepared[i]
+            job.append({"name": p.exercise.name, "output": p.exercise.output, "cases": p.specs})
+            inputs.update(p.arrays)
+        timeouts = [limits.exercise_timeout(prepared[i].exercise.timeout_s) for i in runnable]
+        run = RunResult([], [])
+        if runnable:
+            expected = [[d.expected for d in prepared[i].data] for i in runnable]
+            try:
+                if runner is not None:
+                    run = runner.run(job, inputs, timeouts, device, expected)
+                else:
+                    run = run_in_process(sub.sources, sub.continue_on_error, job, inputs, device,
+                                         expected)
+            except Exception as exc:  # noqa: BLE001 - the grader's failure, said per exercise
+                message = f"grader error: running the file failed ({type(exc).__name__}: {exc})"
+                run = RunResult([], [ExerciseRun("grader_error", message=message) for _ in runnable])
+        fatal = ""
+        if run.load_errors and not sub.continue_on_error:
+            fatal = _load_error_feedback(run.load_errors[0])
+        cell_notes = [f"note: {e.get('source', 'a cell')} raised {e.get('message', e.get('etype', ''))}"
+                      for e in run.load_errors] if sub.continue_on_error else []
+        for slot, i in enumerate(runnable):
+            p = prepared[i]
+            ex_run = run.exercises[slot]
+            if fatal:
+                passed, feedback = False, fatal
+            elif ex_run.status == "load_failed" and ex_run.message:
+                passed, feedback = False, ex_run.message
+            else:
+                if p.exercise.compare is not None and p.real_cases() is None:
+                    results[i] = ExerciseResult(p.exercise.name, False, 0, p.exercise.points,
+                                                "grader error: the cases could not be rebuilt")
+                    continue
+                try:
+                    passed, feedback = assess(
+                        p.exercise, p.data, ex_run,
+                        mistake_outputs=lambda p=p: _mistake_outputs(p),
+                        terms_for=lambda j, p=p: _terms(p, j),
+                        to_torch=lambda v, p=p: _to_torch(v, p.exercise.output),
+                        memory_mb=limits.memory_mb)
+                except Exception as exc:  # noqa: BLE001 - one exercise's grader error, not the file's
+                    passed, feedback = False, (f"grader error while checking `{p.exercise.name}`: "
+                                               f"{type(exc).__name__}: {exc}")
+                if not passed and (cell_notes or sub.notes):
+                    feedback = "\n".join([feedback, *sub.notes, *cell_notes])
+            results[i] = ExerciseResult(p.exercise.name, passed, p.exercise.points if passed else 0,
+                                        p.exercise.points, feedback)
+    report.results = [results[i] for i in range(len(chosen))]
+    report.score = sum(r.score for r in report.results)
+    report.seconds = time.perf_counter() - start
+    return report
 
 
 def grade_source(source: str, lesson=None, exercises: ExerciseSelection = None,

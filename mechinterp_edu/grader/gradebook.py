@@ -176,9 +176,7 @@ def run_gradebook(root, workers: Optional[int] = None, exercises: Optional[dict]
     start = time.perf_counter()
     root = Path(root)
     students = find_students(root)
-    from dataclasses import replace
-
-    limits = replace(limits or Limits(threads=1))
+    limits = limits or Limits(threads=1)
     results: dict[str, StudentGrades] = {}
     todo = list(students)
     if workers == 0:                      # in this process, one student after the other

@@ -23,9 +23,10 @@ import sysconfig
 from pathlib import Path
 from typing import Optional
 
+from mechinterp_edu.grader._learner_io import COURSE_PACKAGES as MASKED   # never in the jail, even if installed
+
 CHILD_SCRIPT = Path(__file__).resolve().with_name("_child.py")
 JAIL_CHILD = "/grader/_child.py"
-MASKED = ("mechinterp_edu", "solutions")     # never visible in the jail, even if installed
 
 
 def python_dirs() -> list[str]:

@@ -212,15 +212,6 @@ class SandboxRunner:
             self.server = None
             self.server_error = f"grader error: the sandbox could not start ({exc})"
 
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def _job(self, exercises: list[dict], inputs: dict, device: str, timeouts: list[float]):
         import io
 

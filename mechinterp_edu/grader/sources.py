@@ -35,6 +35,9 @@ class Submission:
     notes: list[str] = field(default_factory=list)
 
 
+MAGIC_PLACEHOLDER = "pass  # IPython-only line removed by the grader"   # stands for a magic line
+
+
 def lesson_from_name(path) -> Optional[int]:
     match = LESSON_FILE.match(Path(path).name)
     return int(match.group(1)) if match else None
@@ -65,7 +68,7 @@ def strip_magics(code: str) -> str:
         stripped = line.lstrip()
         indent = line[: len(line) - len(stripped)]
         if stripped.startswith(("%", "!")) or _HELP_LINE.match(stripped) or _MAGIC_ASSIGN.match(stripped):
-            out.append(indent + "pass  # IPython-only line removed by the grader")
+            out.append(indent + MAGIC_PLACEHOLDER)
         else:
             out.append(line)
     return "\n".join(out) + ("\n" if code.endswith("\n") else "")
