@@ -178,3 +178,10 @@ def skip_trigrams_at_step(tokens, step):
     return [(t[j], t[j + step], t[j + step + 1]) for j in range(len(t) - 1 - step)]
 """
     assert "a token counted as its own source" in feedback(source, 3, "skip_trigrams_at_step")
+
+
+def test_a_value_where_a_function_belongs_is_named_alike_in_the_sandbox_and_in_process():
+    source = "import numpy as np\nkron_apply = np.zeros(3)\n"
+    texts = {sb: grade_source(source, 1, exercises=["kron_apply"], sandbox=sb).results[0].feedback
+             for sb in (True, False)}
+    assert texts[True] == texts[False] == "`kron_apply` is a numpy.ndarray, not a function"

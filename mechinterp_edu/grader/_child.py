@@ -45,7 +45,7 @@ def _load_learner_io():
 
 
 _io = _load_learner_io()
-exec_sources, run_cases, _type_name = _io.exec_sources, _io.run_cases, _io._type_name
+exec_sources = _io.exec_sources
 
 
 # --------------------------------------------------------------------------- the process
@@ -144,16 +144,8 @@ def run_job(job_fd, inputs_fd, event_fd, attempt) -> None:
     for index in attempt["run"]:
         exercise = exercises[index]
         emit(f"start {index}")
-        fn = namespace.get(exercise["name"])
-        arrays_out = {}
-        if fn is None:
-            payload = {"missing": True, "cases": []}
-        elif not callable(fn):
-            payload = {"missing": False, "not_callable": _type_name(fn), "cases": []}
-        else:
-            cases, arrays_out = run_cases(fn, exercise["cases"], exercise["output"], arrays_in,
-                                          device, learner_files, torch, np, key=f"e{index}")
-            payload = {"missing": False, "cases": cases}
+        payload, arrays_out = _io.run_exercise(namespace, exercise, index, arrays_in, device, learner_files,
+                                               torch, np)
         emit(f"done {index}", pack(payload, arrays_out, np))
         arrays_out = payload = None
     emit("end")

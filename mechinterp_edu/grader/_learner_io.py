@@ -300,6 +300,18 @@ def exec_sources(sources, continue_on_error, module_name="submission"):
     return module.__dict__, errors, learner_files
 
 
+def run_exercise(namespace, exercise, index, arrays_in, device, learner_files, torch, np):
+    """One exercise of the learner's namespace: (payload, arrays) as the parent reads them."""
+    fn = namespace.get(exercise["name"])
+    if fn is None:
+        return {"missing": True, "cases": []}, {}
+    if not callable(fn):
+        return {"missing": False, "not_callable": _type_name(fn), "cases": []}, {}
+    cases, arrays = run_cases(fn, exercise["cases"], exercise["output"], arrays_in, device, learner_files,
+                              torch, np, key=f"e{index}")
+    return {"missing": False, "cases": cases}, arrays
+
+
 def run_cases(fn, case_specs, kind, arrays_in, device, learner_files, torch, np, key="e"):
     """Call ``fn`` on every case; return (per-case JSON, arrays). Stops after NotImplementedError."""
     results = []

@@ -432,23 +432,17 @@ def run_in_process(sources: list[dict], continue_on_error: bool, exercises: list
     module_name = f"_mechinterp_submission_{_in_process_counter[0]}"
     namespace, errors, learner_files = child.exec_sources(sources, continue_on_error, module_name)
     try:
-        errors = [child_error for child_error in load_errors({"errors": errors})]
+        errors = load_errors({"errors": errors})
         runs = []
         fatal = bool(errors) and not continue_on_error
         for index, exercise in enumerate(exercises):
-            fn = namespace.get(exercise["name"])
             if fatal:
                 runs.append(ExerciseRun("load_failed"))
-            elif fn is None:
-                runs.append(ExerciseRun("missing"))
-            elif not callable(fn):
-                runs.append(ExerciseRun("not_callable", detail={"type": type(fn).__name__}))
-            else:
-                cases, arrays = child.run_cases(fn, exercise["cases"], exercise["output"], inputs,
-                                                torch.device(device), learner_files, torch, np,
-                                                key=f"e{index}")
-                exp = expected[index] if expected else [None] * len(cases)
-                runs.append(normalize_cases({"missing": False, "cases": cases}, Trusted(arrays), exp))
+                continue
+            payload, arrays = child.run_exercise(namespace, exercise, index, inputs, torch.device(device),
+                                                 learner_files, torch, np)
+            exp = expected[index] if expected else [None] * len(payload["cases"])
+            runs.append(normalize_cases(payload, Trusted(arrays), exp))
         return RunResult(errors, runs)
     finally:
         sys.modules.pop(module_name, None)
