@@ -33,9 +33,8 @@ TRAINING_BUG_CONTROLS = {f"bug_{name}": name for name in lab.TRAINING_BUGS}
 @functools.lru_cache(maxsize=4)
 def _model(name: str):
     if name == "untrained":
-        from mechinterp_edu.lessons.max_of_k.model import CONFIG, build
-        torch.manual_seed(0)
-        return build(CONFIG).to("cpu").eval()
+        from mechinterp_edu.lessons.max_of_k.model import untrained_model
+        return untrained_model().to("cpu").eval()
     from mechinterp_edu.models.zoo import load_model
     return load_model(name, device="cpu")
 

@@ -6,7 +6,6 @@ Controls used: ``model`` (max_of_4 | untrained). Charts take their width from th
 """
 from __future__ import annotations
 
-import functools
 from typing import Any
 
 import altair as alt
@@ -19,10 +18,6 @@ from mechinterp_edu.live.registry import LiveChart, chart_decorator
 CHARTS: list[LiveChart] = []          # lesson 4's charts.py appends these to its CHARTS
 live_chart = chart_decorator(CHARTS)
 
-KIND_ORDER = ["brute", "cubic", "subcubic"]
-
-
-@functools.lru_cache(maxsize=2)
 def _results(which: str):
     from mechinterp_edu.lessons.max_of_k.facts import proof_results
     return proof_results(which)
@@ -109,6 +104,7 @@ def rank_one_gap(ctx: dict[str, Any]):
     V = E.shape[0]
     S = torch.linalg.svdvals(E)
     floor = rank_one_residual_bound(E)
+    rho = _rho(E)
     rows = []
     for mm in range(1, V):
         c = mm - 1
@@ -116,13 +112,13 @@ def rank_one_gap(ctx: dict[str, Any]):
         rows += [{"max token m": mm, "series": "true smallest gap", "score gap": truth},
                  {"max token m": mm, "series": "floor, rho = max|R|", "score gap": float(floor[mm, c])},
                  {"max token m": mm, "series": "floor, rho = sigma2",
-                  "score gap": float(floor[mm, c]) - 2 * (float(S[1]) - _rho(E))}]
+                  "score gap": float(floor[mm, c]) - 2 * (float(S[1]) - rho)}]
     chart = (alt.Chart(pd.DataFrame(rows)).mark_line(point=True)
              .encode(x="max token m:Q", y=alt.Y("score gap:Q"), color="series:N",
                      tooltip=["max token m", "series", alt.Tooltip("score gap:Q", format=".3f")])
              .properties(width="container", height=260,
                          title="score gap between m and the best key below it (c = m - 1)"))
-    return [{"sigma1": float(S[0]), "sigma2": float(S[1]), "max |R|": _rho(E)}, chart]
+    return [{"sigma1": float(S[0]), "sigma2": float(S[1]), "max |R|": rho}, chart]
 
 
 def _rho(E: torch.Tensor) -> float:
@@ -130,10 +126,9 @@ def _rho(E: torch.Tensor) -> float:
     return float((E - S[0] * torch.outer(U[:, 0], Vh[0])).abs().max())
 
 
-@functools.lru_cache(maxsize=2)
 def _weights(which: str):
-    from mechinterp_edu.lessons.max_of_k.facts import _recipe, untrained_weights
-    return _recipe().weights_from_checkpoint(torch.float64) if which == "trained" else untrained_weights()
+    from mechinterp_edu.lessons.max_of_k.facts import proof_weights
+    return proof_weights(which)
 
 
 @live_chart("max_of_k.proof_false_steps", "Tempting wrong steps, checked",

@@ -27,9 +27,13 @@ def _ref():
 
 @functools.lru_cache(maxsize=1)
 def untrained_weights() -> dict[str, torch.Tensor]:
-    recipe = _recipe()
-    torch.manual_seed(0)
-    return _ref().head_weights(recipe.build(recipe.CONFIG))
+    return _ref().head_weights(_recipe().untrained_model())
+
+
+@functools.lru_cache(maxsize=2)
+def proof_weights(which: str) -> dict[str, torch.Tensor]:
+    """The float64 weights of the shipped (``trained``) or the ``untrained`` model."""
+    return _recipe().weights_from_checkpoint(torch.float64) if which == "trained" else untrained_weights()
 
 
 @functools.lru_cache(maxsize=2)
@@ -37,8 +41,7 @@ def proof_results(which: str):
     """Every strategy's result on the shipped (``trained``) or the ``untrained`` model."""
     from mechinterp_edu.lessons.max_of_k.proofs import all_proofs
 
-    w = _recipe().weights_from_checkpoint(torch.float64) if which == "trained" else untrained_weights()
-    return all_proofs(w)
+    return all_proofs(proof_weights(which))
 
 
 def _by_kind(results) -> dict[str, object]:

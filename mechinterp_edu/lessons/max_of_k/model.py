@@ -68,6 +68,13 @@ def build(config: Optional[dict[str, Any]] = None):
     return zero_and_freeze_biases(model)
 
 
+def untrained_model():
+    """The untrained baseline the lesson, its facts and the proofs CLI compare with: CONFIG's
+    model as built after ``torch.manual_seed(0)``."""
+    torch.manual_seed(0)
+    return build(CONFIG)
+
+
 def random_tokens(generator: torch.Generator, batch: int, n_ctx: int, d_vocab: int) -> torch.Tensor:
     """[batch, n_ctx] uniform tokens from a CPU generator."""
     return torch.randint(0, d_vocab, (batch, n_ctx), generator=generator)

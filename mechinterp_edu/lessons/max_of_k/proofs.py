@@ -25,14 +25,14 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable
 
 import torch
 from jaxtyping import Bool, Float
 from torch import Tensor
 
-from mechinterp_edu.lessons.max_of_k.reference import Circuits
+from mechinterp_edu.lessons.max_of_k.reference import WEIGHT_NAMES, Circuits
 
 SAFETY = 1e-9          # margins below SAFETY * (largest |table entry|) are not certified
 
@@ -75,12 +75,8 @@ class ProofResult:
         return {"name": self.name, "kind": self.kind, "bound": self.bound, "flops": int(self.flops),
                 "seconds": self.seconds}
 
-    def as_dict(self) -> dict:
-        return asdict(self)
-
 
 Weights = dict[str, Tensor]
-WEIGHT_NAMES = ("W_E", "W_pos", "W_Q", "W_K", "W_V", "W_O", "W_U")
 
 
 def _timed(fn: Callable[[Weights, Flops], tuple[int, dict]], name: str, kind: str,

@@ -91,9 +91,8 @@ def _model_weights(name: str) -> Weights:
     from mechinterp_edu.lessons.max_of_k.reference import head_weights
 
     if name == "untrained":
-        from mechinterp_edu.lessons.max_of_k import model as recipe
-        torch.manual_seed(0)
-        model = recipe.build(recipe.CONFIG)
+        from mechinterp_edu.lessons.max_of_k.model import untrained_model
+        model = untrained_model()
     else:
         from mechinterp_edu.models.zoo import load_model
         model = load_model(name, device="cpu", dtype=torch.float64)
