@@ -8,7 +8,7 @@ code cell has a Run button (see :mod:`.code_cells`).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 import streamlit as st
 
@@ -96,7 +96,7 @@ def show_run(result: CellRun) -> None:
 
 
 # --------------------------------------------------------------------------- derivations
-def derivation_block(ref: str, *, link: Callable | None = None) -> None:
+def derivation_block(ref: str) -> None:
     name, _, step = ref.partition(":")
     name, step = name.strip(), step.strip() or None
     try:
@@ -107,7 +107,7 @@ def derivation_block(ref: str, *, link: Callable | None = None) -> None:
         log_exception(exc, f"derivation {ref}")
         st.error(explain(exc, f"The derivation `{ref}`"), icon=":material/error:")
         return
-    render.render_verdict_group(title, results, link=link, name=name)
+    render.render_verdict_group(title, results, name=name)
 
 
 # --------------------------------------------------------------------------- live charts

@@ -161,7 +161,7 @@ def output_height(item: Any) -> int:
 
 
 # --------------------------------------------------------------------------- drawing
-def draw_slide(pieces: list[Piece], page: PageContext, *, first_slide: bool = True) -> None:
+def draw_slide(pieces: list[Piece], page: PageContext) -> None:
     for piece in pieces:
         if piece.kind == "md":
             render.markdown(piece.payload)

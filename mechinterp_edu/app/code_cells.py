@@ -14,7 +14,6 @@ from __future__ import annotations
 import ast
 import contextlib
 import io
-import time
 import traceback
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,7 +28,6 @@ class CellRun:
     value: str | None = None        # repr of the last line's value (None: no value)
     error: str | None = None        # one line: what went wrong and where
     notes: list[str] = field(default_factory=list)   # earlier cells that failed when run for this one
-    seconds: float = 0.0
 
 
 @dataclass
@@ -56,7 +54,6 @@ class Kernel:
 
     def _exec(self, source: str, index: int) -> CellRun:
         out = io.StringIO()
-        start = time.perf_counter()
         result = CellRun()
         try:
             tree = ast.parse(source, filename=f"<cell {index + 1}>")
@@ -74,7 +71,6 @@ class Kernel:
         except Exception as exc:  # noqa: BLE001 - shown under the cell, never a traceback
             result.error = f"{type(exc).__name__}: {exc}{_where(exc, index)}"
         result.stdout = _short(out.getvalue(), MAX_OUTPUT_CHARS)
-        result.seconds = time.perf_counter() - start
         return result
 
 

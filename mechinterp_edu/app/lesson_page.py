@@ -9,8 +9,6 @@ the step cut into slides that fit 1280x720, the sidebar collapsed). The URL name
 """
 from __future__ import annotations
 
-from typing import Any
-
 import streamlit as st
 
 from mechinterp_edu.app import cache, controls, state, steps, style

@@ -17,7 +17,7 @@ sees *why*.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable, Literal
 
 import sympy as sp

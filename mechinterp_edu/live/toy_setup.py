@@ -134,10 +134,8 @@ def _skip_trigram_names() -> tuple[str, ...]:
 
 def setup(ctx: dict[str, Any]) -> Setup:
     """Resolve the controls: model, weights (float64), prompt tokens, head. Raises InputProblem."""
-    name = str(ctx.get("model") or TRAINED)
-    model, note = cached_model(name)
-    weights, _ = cached_weights(name)
-    name = resolved_name(name)[0]
+    name, note = resolved_name(str(ctx.get("model") or TRAINED))   # one load attempt, not three
+    model, weights = _load(name, "float64"), _weights(name)
     notes = [note] if note else []
     d_vocab, n_ctx = weights["W_E"].shape[0], weights["W_pos"].shape[0]
     ids = _prompt_ids(ctx.get("prompt", DEFAULT_PROMPT), name, d_vocab, n_ctx, notes)

@@ -115,7 +115,6 @@ def expected_calibration_error(probs: Float[Tensor, "b v"], answers: Int[Tensor,
     correct = (pred == answers).double()
     edges = torch.linspace(0, 1, bins + 1, dtype=conf.dtype)
     which = torch.bucketize(conf, edges[1:-1], right=True)
-    total = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, torch.ones_like(correct))
     acc = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, correct)
     cf = torch.zeros(bins, dtype=torch.float64).index_add_(0, which, conf.double())
     return float(((acc - cf).abs()).sum() / len(conf))

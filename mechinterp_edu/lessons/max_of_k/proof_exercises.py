@@ -8,7 +8,6 @@ that breaks it. A sound bound is then accepted if it is at least as tight as the
 from __future__ import annotations
 
 import functools
-import math
 from typing import Optional
 
 import torch

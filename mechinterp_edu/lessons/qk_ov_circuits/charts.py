@@ -153,7 +153,7 @@ def factored(s: Setup):
         {"d_head": d_head, "d_vocab": int(full_qk.shape[0]),
          "rank of the full QK (numerical)": int(torch.linalg.matrix_rank(full_qk)),
          "max |FactoredMatrix.S - svdvals(full QK)[:d_head]|": float((sq - full_sv[: len(sq)]).abs().max()),
-         f"largest singular value beyond d_head": float(full_sv[len(sq):].max()) if len(full_sv) > len(sq) else 0.0},
+         "largest singular value beyond d_head": float(full_sv[len(sq):].max()) if len(full_sv) > len(sq) else 0.0},
     ]
 
 

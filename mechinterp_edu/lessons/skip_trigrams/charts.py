@@ -18,7 +18,7 @@ import altair as alt
 import pandas as pd
 import torch
 
-from mechinterp_edu.charts import bar, heatmap
+from mechinterp_edu.charts import heatmap
 from mechinterp_edu.live.inputs import InputProblem, with_setup_from
 from mechinterp_edu.live.registry import LiveChart, chart_decorator
 from mechinterp_edu.lessons.skip_trigrams import model as st

@@ -129,7 +129,6 @@ DERIVATIONS = ("tensor_products.residual", "tensor_products.attention", "tensor_
 
 @functools.lru_cache(maxsize=1)
 def _verdicts():
-    import mechinterp_edu.lessons.tensor_products.derivations  # noqa: F401  (registers the derivations)
     from mechinterp_edu.derivations.framework import check, get_derivation
     return [r for name in DERIVATIONS for r in check(get_derivation(name))]
 
