@@ -410,8 +410,9 @@ def _fmt(value: Any) -> str:
 def write_notebooks(info: LessonInfo, out_dir: Path) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
-    for nb, name in ((build_lesson_notebook(info), lesson_notebook_name(info)),
-                     (build_exercise_notebook(info), exercise_notebook_name(info))):
+    lesson = load_lesson(info.number)                 # parsed (and its facts filled) once for both
+    for nb, name in ((build_lesson_notebook(lesson), lesson_notebook_name(info)),
+                     (build_exercise_notebook(lesson), exercise_notebook_name(info))):
         nbformat.validate(nb)
         path = out_dir / name
         nbformat.write(nb, path)

@@ -95,7 +95,7 @@ def render_report(report, marks=None) -> str:
 
 
 def grade_command(args) -> int:
-    from mechinterp_edu.grader.grade import clean_text, grade_file
+    from mechinterp_edu.grader.grade import clean_text, grade_file, is_grader_error
 
     try:
         targets = resolve_targets(list(getattr(args, "paths", []) or []), getattr(args, "lesson", None))
@@ -120,7 +120,7 @@ def grade_command(args) -> int:
             print(clean_text(f"grader error: {path}: {type(exc).__name__}: {exc}"), file=sys.stderr,
                   flush=True)
             continue
-        if any(r.feedback.startswith("grader error") for r in report.results):
+        if any(is_grader_error(r) for r in report.results):
             errors += 1
         graded += len(report.results)
         all_passed = all_passed and report.passed

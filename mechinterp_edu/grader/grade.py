@@ -140,6 +140,11 @@ def lesson_exercises(lesson: int) -> list:
 ALLOWED_NOTE = "the grader runs your file on its own, without the course's code or other packages"
 
 
+def is_grader_error(result: ExerciseResult) -> bool:
+    """The grader failed on this exercise (not the learner): such feedback starts so."""
+    return result.feedback.startswith("grader error")
+
+
 def _load_error_feedback(error: dict) -> str:
     message = error.get("message", "")
     if error.get("etype") in ("ModuleNotFoundError", "ImportError"):

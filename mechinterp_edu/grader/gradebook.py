@@ -246,10 +246,11 @@ def write_csv(book: Gradebook, path) -> None:
 
 def grader_errors(grades: StudentGrades) -> str:
     """The grader's own failures for this student (not the student's mistakes): to re-check."""
+    from mechinterp_edu.grader.grade import is_grader_error
+
     found = [e for e in grades.errors if "grader error" in e]
     for report in grades.reports:
-        found += [f"{r.exercise}: {r.feedback.splitlines()[0]}" for r in report.results
-                  if r.feedback.startswith("grader error")]
+        found += [f"{r.exercise}: {r.feedback.splitlines()[0]}" for r in report.results if is_grader_error(r)]
     return " | ".join(found)
 
 
