@@ -95,16 +95,27 @@ def _timed(fn: Callable[[Weights, Flops], tuple[int, dict]], name: str, kind: st
                        n_inputs, str(device), detail)
 
 
-def tables(w: Weights, flops: Flops) -> Circuits:
-    """The five tables (as ``reference.max_of_k.circuits``), counting the operations."""
+def tables(w: Weights, flops: Flops, factors: tuple[Tensor, Tensor] | None = None,
+           eqke: bool = True) -> Circuits:
+    """The five tables (as ``reference.max_of_k.circuits``), counting the operations.
+
+    ``factors``: (q, keys) = (E_q W_Q / sqrt(d_head), E_bar W_K) when a proof has already computed
+    (and counted) them; ``eqke=False`` leaves EQKE as zeros, for a proof that never reads it (its
+    O(d_vocab^2 d_head) product is then not paid for)."""
     d_head = w["W_Q"].shape[-1]
     P_avg = flops.reduce(w["W_pos"], w["W_pos"].mean(0))
     P_hat = flops.ew(w["W_pos"] - P_avg)
     E_bar = flops.ew(w["W_E"] + P_avg)
     E_q = flops.ew(w["W_E"] + w["W_pos"][-1])
-    q = flops.ew(flops.mm(E_q, w["W_Q"]) / math.sqrt(d_head))          # [V, d_head]
+    if factors is None:
+        q = flops.ew(flops.mm(E_q, w["W_Q"]) / math.sqrt(d_head))      # [V, d_head]
+        keys = flops.mm(E_bar, w["W_K"]) if eqke else None
+    else:
+        q, keys = factors
     OVU = flops.mm(flops.mm(w["W_V"], w["W_O"]), w["W_U"])            # [d_model, V]
-    return Circuits(flops.mm(q, flops.mm(E_bar, w["W_K"]).T), flops.mm(q, flops.mm(P_hat, w["W_K"]).T),
+    V = w["W_E"].shape[0]
+    EQKE = flops.mm(q, keys.T) if eqke else torch.zeros(V, V, dtype=q.dtype, device=q.device)
+    return Circuits(EQKE, flops.mm(q, flops.mm(P_hat, w["W_K"]).T),
                     flops.mm(E_q, w["W_U"]), flops.mm(E_bar, OVU), flops.mm(P_hat, OVU))
 
 

@@ -135,7 +135,7 @@ def _grouped_by_max_and_c(c, gap: Tensor, flops: Flops) -> tuple[int, dict]:
 
 def _rank_one_residual(w: Weights, flops: Flops) -> tuple[int, dict]:
     A, Bk, S, u, v = factor_svd(w, flops)
-    c = tables(w, flops)
+    c = tables(w, flops, factors=(A, Bk))
     R = flops.ew(c.EQKE - float(S[0]) * torch.outer(u, v), 2)
     rho = float(flops.reduce(R, R.abs().max()))
     n_certified, detail = _grouped_by_max_and_c(c, _gap_rank_one(S, u, v, rho, flops), flops)
@@ -145,7 +145,7 @@ def _rank_one_residual(w: Weights, flops: Flops) -> tuple[int, dict]:
 def _rank_one_sigma2(w: Weights, flops: Flops) -> tuple[int, dict]:
     A, Bk, S, u, v = factor_svd(w, flops)
     rho = float(S[1]) if S.numel() > 1 else 0.0
-    c = _tables_without_eqke(w, flops)
+    c = tables(w, flops, factors=(A, Bk), eqke=False)
     n_certified, detail = _grouped_by_max_and_c(c, _gap_rank_one(S, u, v, rho, flops), flops)
     return n_certified, dict(detail, rho=rho, sigma1=float(S[0]), sigma2=rho)
 
@@ -154,26 +154,8 @@ def _no_structure(w: Weights, flops: Flops) -> tuple[int, dict]:
     d_head = w["W_Q"].shape[-1]
     A = flops.ew(flops.mm(flops.ew(w["W_E"] + w["W_pos"][-1]), w["W_Q"]) / math.sqrt(d_head))
     Bk = flops.mm(flops.ew(w["W_E"] + w["W_pos"].mean(0)), w["W_K"])
-    c = _tables_without_eqke(w, flops)
+    c = tables(w, flops, factors=(A, Bk), eqke=False)
     return _grouped_by_max_and_c(c, _gap_norms(A, Bk, flops), flops)
-
-
-def _tables_without_eqke(w: Weights, flops: Flops):
-    """The tables a subcubic proof reads, with EQKE left as zeros (it is never read: the score
-    gap comes from the factors), so its O(d_vocab^2 d_model) product is not paid for."""
-    from mechinterp_edu.lessons.max_of_k.reference import Circuits
-
-    d_head = w["W_Q"].shape[-1]
-    P_avg = flops.reduce(w["W_pos"], w["W_pos"].mean(0))
-    P_hat = flops.ew(w["W_pos"] - P_avg)
-    E_bar = flops.ew(w["W_E"] + P_avg)
-    E_q = flops.ew(w["W_E"] + w["W_pos"][-1])
-    q = flops.ew(flops.mm(E_q, w["W_Q"]) / math.sqrt(d_head))
-    OVU = flops.mm(flops.mm(w["W_V"], w["W_O"]), w["W_U"])
-    V = w["W_E"].shape[0]
-    zeros = torch.zeros(V, V, dtype=torch.float64, device=w["W_E"].device)
-    return Circuits(zeros, flops.mm(q, flops.mm(P_hat, w["W_K"]).T), flops.mm(E_q, w["W_U"]),
-                    flops.mm(E_bar, OVU), flops.mm(P_hat, OVU))
 
 
 def rank_one_residual_proof(w: Weights) -> ProofResult:
