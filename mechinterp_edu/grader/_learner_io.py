@@ -246,12 +246,17 @@ def encode_output(value, kind, key, arrays, torch, np):
 
 
 # --------------------------------------------------------------------------- errors
+def exception_text(exc: BaseException) -> str:
+    """An exception's one-line description ("ValueError: ..."); its type alone if that fails."""
+    try:
+        return "".join(traceback.format_exception_only(type(exc), exc)).strip()
+    except BaseException:  # noqa: BLE001
+        return type(exc).__name__
+
+
 def describe_exception(exc, learner_files) -> dict:
     frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename in learner_files]
-    try:
-        text = "".join(traceback.format_exception_only(type(exc), exc)).strip()
-    except BaseException:  # noqa: BLE001
-        text = type(exc).__name__
+    text = exception_text(exc)
     info = {"etype": type(exc).__name__, "message": _short(text),
             "traceback": _short("".join(traceback.format_list(frames[-6:])).rstrip(), 3000),
             "learner_frames": len(frames),

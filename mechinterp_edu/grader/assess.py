@@ -17,7 +17,7 @@ import numpy as np
 from mechinterp_edu.grader.compare import (Problem, Tolerance, _only_diagonal, _permutation_match,
                                            _type_problem, check_output, close, compare_arrays, fmt,
                                            fmt_index)
-from mechinterp_edu.grader.protocol import CaseRun, ExerciseRun, Raised
+from mechinterp_edu.grader.protocol import RAISED_MESSAGE_CHARS, CaseRun, ExerciseRun, Raised
 
 
 # --------------------------------------------------------------------------- relational diagnosis
@@ -230,7 +230,7 @@ def _same_output(got, out, data: CaseData, kind: str, exercise, to_torch) -> boo
 
 def _same_run(run: CaseRun, out, data: CaseData, kind: str, exercise, to_torch) -> bool:
     if isinstance(out, Raised):
-        message = run.error.get("message", "")[:200]
+        message = run.error.get("message", "")[:RAISED_MESSAGE_CHARS]
         return run.status == "error" and run.error.get("etype") == out.etype and message == out.message
     return run.status == "ok" and _same_output(run.value, out, data, kind, exercise, to_torch)
 

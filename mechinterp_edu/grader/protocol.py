@@ -82,14 +82,15 @@ class Raised:
     message: str
 
 
-def exception_text(exc: BaseException) -> str:
-    """The one-line description of an exception, as the child reports a learner's."""
-    import traceback
+RAISED_MESSAGE_CHARS = 200         # how much of an exception's text a "raises" mistake must match
 
-    try:
-        return "".join(traceback.format_exception_only(type(exc), exc)).strip()[:200]
-    except BaseException:  # noqa: BLE001
-        return type(exc).__name__
+
+def exception_text(exc: BaseException) -> str:
+    """The one-line description of an exception, as the child reports a learner's, cut to the
+    length a mistake that raises is compared on."""
+    from mechinterp_edu.grader._learner_io import exception_text as full_text
+
+    return full_text(exc)[:RAISED_MESSAGE_CHARS]
 
 
 @dataclass
